@@ -1,0 +1,33 @@
+# Two commands for a fresh machine: `make demo` (main job on MNIST-1D) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all bench venv clean
+
+$(VENV)/.installed-%: setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$*]'
+	touch $@
+
+venv: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed-test
+	$(PY) experiments/demo.py
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: $(VENV)/.installed-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-bench
+	$(PY) bench/mnist1d_generation.py
+	$(PY) bench/sn_overhead.py
+	$(PY) bench/gmm_fit.py
+	$(PY) bench/mc_dropout_scoring.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,241 @@
+"""Acquisition functions of Gal, Islam & Ghahramani (2017), computed from MC log-probabilities.
+
+Every scoring function takes ``log_probs`` of shape ``[T, batch, classes]``: the
+log-softmax of ``T`` stochastic forward passes (T dropout masks) for each pool point,
+and returns scores of shape ``[batch]`` (nats where the score is an entropy). Higher
+score = acquire first. All work stays in log space:
+
+* ``log p_bar = logsumexp_t(log p_t) - log T``  (log of the MC-averaged predictive),
+* entropies use ``multiply_no_nan`` so ``0 * log 0 = 0``; no epsilons, no NaN.
+
+Equations (p_bar = mean_t p_t, C classes):
+
+* Max Entropy        ``H[p_bar] = -sum_c p_bar_c log p_bar_c``                 (paper eq. 2)
+* BALD               ``H[p_bar] - mean_t H[p_t]``                              (paper eq. 3)
+* Variation Ratios   ``1 - max_c p_bar_c``                                     (paper eq. 4)
+* Mean STD           ``mean_c sqrt(E_t[p_tc^2] - E_t[p_tc]^2)``                (paper eq. 5)
+* Random             i.i.d. uniform scores from a stateless seed.
+"""
+import numpy as np
+import tensorflow as tf
+
+
+def _check_log_probs(log_probs):
+    log_probs = tf.convert_to_tensor(log_probs)
+    if not log_probs.dtype.is_floating:
+        raise ValueError(
+            f"Expected floating log_probs. Received: log_probs.dtype={log_probs.dtype}")
+    if log_probs.shape.rank is not None and log_probs.shape.rank != 3:
+        raise ValueError(
+            "Expected log_probs of shape [T, batch, classes] (rank 3). Received: "
+            f"log_probs.shape={log_probs.shape}. Stack the T passes on axis 0.")
+    return log_probs
+
+
+def log_mean_prob(log_probs):
+    """Log of the MC-averaged predictive, ``log mean_t p_t``.
+
+    Args:
+        log_probs: ``[T, batch, classes]`` log-softmax outputs.
+
+    Returns:
+        ``[batch, classes]``: ``logsumexp_t(log p_t) - log T``.
+    """
+    log_probs = _check_log_probs(log_probs)
+    num_samples = tf.cast(tf.shape(log_probs)[0], log_probs.dtype)
+    return tf.reduce_logsumexp(log_probs, axis=0) - tf.math.log(num_samples)
+
+
+def entropy_from_log_probs(log_p, axis=-1):
+    """Entropy ``-sum p log p`` in nats from log-probabilities, with ``0 log 0 = 0``.
+
+    Args:
+        log_p: log-probabilities of any shape; ``axis`` indexes the classes.
+        axis: class axis.
+
+    Returns:
+        The entropy, ``log_p`` with ``axis`` reduced.
+    """
+    log_p = tf.convert_to_tensor(log_p)
+    return -tf.reduce_sum(tf.math.multiply_no_nan(log_p, tf.exp(log_p)), axis=axis)
+
+
+def max_entropy(log_probs):
+    """Predictive entropy ``H[p_bar]`` in nats, ``[T, batch, classes] -> [batch]``."""
+    return entropy_from_log_probs(log_mean_prob(log_probs))
+
+
+def bald(log_probs):
+    """BALD mutual information ``H[p_bar] - mean_t H[p_t]`` in nats, ``[T, B, C] -> [B]``.
+
+    Non-negative by Jensen's inequality; float rounding below zero (order 1e-7) is
+    clipped to 0 so scores are valid mutual informations.
+    """
+    log_probs = _check_log_probs(log_probs)
+    expected_entropy = tf.reduce_mean(entropy_from_log_probs(log_probs), axis=0)
+    return tf.maximum(max_entropy(log_probs) - expected_entropy, 0.0)
+
+
+def variation_ratios(log_probs):
+    """Variation ratio ``1 - max_c p_bar_c`` (unitless, in [0, 1 - 1/C]), ``[T,B,C] -> [B]``."""
+    return 1.0 - tf.exp(tf.reduce_max(log_mean_prob(log_probs), axis=-1))
+
+
+def mean_std(log_probs):
+    """Mean over classes of the MC standard deviation of ``p_tc``, ``[T, B, C] -> [B]``.
+
+    Computed as ``sqrt(mean_t (p_tc - p_bar_c)^2)``, equal to
+    ``sqrt(E[p^2] - E[p]^2)`` but never negative under rounding.
+    """
+    log_probs = _check_log_probs(log_probs)
+    probs = tf.exp(log_probs)
+    centred = probs - tf.reduce_mean(probs, axis=0, keepdims=True)
+    return tf.reduce_mean(tf.sqrt(tf.reduce_mean(tf.square(centred), axis=0)), axis=-1)
+
+
+def random_scores(log_probs, seed=(0, 0)):
+    """Uniform ``[0, 1)`` scores, ``[T, B, C] -> [B]``, from a stateless seed ``[2]`` ints."""
+    log_probs = _check_log_probs(log_probs)
+    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    return tf.random.stateless_uniform(tf.shape(log_probs)[1:2], seed=seed,
+                                       dtype=log_probs.dtype)
+
+
+ACQUISITION_FUNCTIONS = {
+    "bald": bald,
+    "max_entropy": max_entropy,
+    "var_ratios": variation_ratios,
+    "mean_std": mean_std,
+    "random": random_scores,
+}
+
+
+def get_acquisition(name):
+    """Return the scoring function registered under ``name`` (see ``ACQUISITION_FUNCTIONS``)."""
+    if name not in ACQUISITION_FUNCTIONS:
+        raise ValueError(
+            f"Unknown acquisition name={name!r}. Expected one of "
+            f"{sorted(ACQUISITION_FUNCTIONS)}.")
+    return ACQUISITION_FUNCTIONS[name]
+
+
+def select_top_k(scores, k, candidate_ids=None):
+    """Indices of the ``k`` highest scores; ties go to the lower position.
+
+    Args:
+        scores: ``[N]`` finite scores (higher = acquire first).
+        k: number to select, ``1 <= k``; fewer are returned only when fewer distinct
+            candidates exist.
+        candidate_ids: optional ``[N]`` ids (e.g. pool indices). When given, the batch
+            holds each id at most once (a duplicated id keeps its best-scored entry)
+            and the ids are returned instead of positions.
+
+    Returns:
+        ``int64 [min(k, distinct)]`` positions into ``scores`` (or ids), best first.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1:
+        raise ValueError(f"Expected scores of shape [N]. Received: scores.shape={scores.shape}")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("Expected finite scores. Received: scores containing NaN or inf.")
+    if int(k) < 1:
+        raise ValueError(f"Expected k >= 1. Received: k={k}")
+    positions = np.arange(scores.shape[0])
+    order = np.lexsort((positions, -scores))  # primary: score desc, then position asc
+    if candidate_ids is None:
+        return order[:int(k)].astype(np.int64)
+    candidate_ids = np.asarray(candidate_ids)
+    if candidate_ids.shape != scores.shape:
+        raise ValueError(
+            "Expected candidate_ids with the shape of scores. Received: "
+            f"candidate_ids.shape={candidate_ids.shape}, scores.shape={scores.shape}")
+    ids_in_order = candidate_ids[order]
+    _, first = np.unique(ids_in_order, return_index=True)
+    keep = np.sort(first)[:int(k)]
+    return ids_in_order[keep].astype(np.int64)
+
+
+
+# --- Minimum Bayes Risk (Zhu, Lafferty & Ghahramani 2003), the graph baseline of Exp. 3 ---
+
+def rbf_graph(features, sigma=None):
+    """Dense RBF affinity ``W_ij = exp(-||x_i - x_j||^2 / sigma^2)`` with ``W_ii = 0``.
+
+    Args:
+        features: ``[n, d]`` float array.
+        sigma: length scale (same units as ``features``); None uses the median distance
+            of each point to its 10th nearest neighbour.
+
+    Returns:
+        ``float64 [n, n]`` symmetric weights.
+    """
+    x = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    sq = np.sum(x ** 2, axis=1)
+    dist2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
+    np.fill_diagonal(dist2, 0.0)
+    if sigma is None:
+        kth = min(10, len(x) - 1)
+        sigma = float(np.sqrt(np.median(np.sort(dist2, axis=1)[:, kth])))
+    if not sigma > 0:
+        raise ValueError(f"Expected sigma > 0. Received: sigma={sigma}")
+    weights = np.exp(-dist2 / sigma ** 2)
+    np.fill_diagonal(weights, 0.0)
+    return weights
+
+
+def harmonic_solution(weights, labelled, labels):
+    """Harmonic function ``f_U = (D_UU - W_UU)^{-1} W_UL f_L`` (Zhu et al. 2003, eq. 5).
+
+    Args:
+        weights: ``[n, n]`` affinities.
+        labelled: ``[l]`` node indices with known binary labels.
+        labels: ``[l]`` labels in {0, 1}.
+
+    Returns:
+        ``(unlabelled, f_u, green)``: ``[u]`` node indices, ``[u]`` P(y = 1) and the
+        ``[u, u]`` Green's function ``(D_UU - W_UU)^{-1}``.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    labelled = np.asarray(labelled, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.float64)
+    if labelled.shape != labels.shape or not np.all((labels == 0) | (labels == 1)):
+        raise ValueError("Expected labels in {0, 1} with the shape of labelled. Received: "
+                         f"labels={labels}, labelled.shape={labelled.shape}")
+    unlabelled = np.setdiff1d(np.arange(weights.shape[0]), labelled)
+    degree = weights.sum(axis=1)
+    laplacian_uu = np.diag(degree[unlabelled]) - weights[np.ix_(unlabelled, unlabelled)]
+    green = np.linalg.inv(laplacian_uu)
+    f_u = green @ (weights[np.ix_(unlabelled, labelled)] @ labels)
+    return unlabelled, np.clip(f_u, 0.0, 1.0), green
+
+
+def mbr_expected_risk(weights, labelled, labels, candidates):
+    """Expected estimated risk after querying each candidate (Zhu et al. 2003, eq. 10).
+
+    Querying node k with answer y updates ``f+ = f + (y - f_k) G[:, k] / G[k, k]``;
+    the risk is ``R(f) = sum_i min(f_i, 1 - f_i)`` over unlabelled nodes and the
+    expectation is ``(1 - f_k) R(f+^{y=0}) + f_k R(f+^{y=1})``. MBR queries the lowest.
+
+    Args:
+        weights, labelled, labels: as ``harmonic_solution``.
+        candidates: ``[m]`` unlabelled node indices to evaluate.
+
+    Returns:
+        ``float64 [m]`` expected risks (expected number of errors; lower is better).
+    """
+    unlabelled, f_u, green = harmonic_solution(weights, labelled, labels)
+    position = {int(node): i for i, node in enumerate(unlabelled)}
+    try:
+        cols = np.array([position[int(c)] for c in np.asarray(candidates).ravel()], np.int64)
+    except KeyError as missing:
+        raise ValueError(f"Expected candidates among unlabelled nodes. Received: {missing}")
+    step = green[:, cols] / np.diag(green)[cols][None, :]  # [u, m]
+    f_k = f_u[cols]
+
+    def risk(f):
+        f = np.clip(f, 0.0, 1.0)
+        return np.minimum(f, 1.0 - f).sum(axis=0)
+
+    risk0 = risk(f_u[:, None] - f_k[None, :] * step)
+    risk1 = risk(f_u[:, None] + (1.0 - f_k)[None, :] * step)
+    return (1.0 - f_k) * risk0 + f_k * risk1

@@ -1,0 +1,224 @@
+"""Acquisition scores of DDU's active-learning experiment (Mukhoti et al. 2021, Sec. 6.2).
+
+Three strategies of ``active_learning_script.py`` (``--al-type``), all returning ``[N]`` scores
+with the convention of :func:`ddu_tf.active_learning.acquisition.select_top_k`: **higher =
+acquire first**, so every strategy goes through the one top-k selection.
+
+* ``softmax``: softmax entropy of one deterministic network's logits (nats).
+* ``ensemble``: predictive entropy ``H[mean_m p_m]`` of ``M`` (default 5) networks, or their
+  mutual information ``PE - mean_m H[p_m]`` with ``mutual_information=True`` (``-mi``).
+* ``gmm`` (DDU): the class-prior-weighted feature density
+  ``q(z) = sum_c pi_c q(z|c)``, ``pi_c = n_c / n`` from the LABELLED counts, and the points of
+  LOWEST density are acquired first. It is computed in log space,
+  ``log q(z) = logsumexp_c [log q(z|c) + log pi_c]``, and the score is ``-log q(z)``. The
+  original computes ``sum(exp(log q(z|c)) * pi_c)`` directly: with 512-d features
+  ``log q(z|c)`` is often below -745, ``exp`` underflows to 0 for every class and the top-k
+  among the zeros is arbitrary; in log space the ranking stays exact. A class that is absent
+  from the labelled set has ``pi_c = 0`` (``log pi_c = -inf``) and drops out of the sum.
+
+Pool forward passes go through one compiled function per model (:func:`predict_features_and_logits`),
+a ``tf.function`` with a fixed ``[None, *input_shape]`` signature over fixed-size chunks, so
+``softmax``/``ensemble`` need only logits and ``gmm`` gets features and logits in one pass.
+
+Example::
+
+    scores = acquisition_scores("gmm", [model], x_pool, labelled_images=x_train,
+                                labelled_labels=y_train, num_classes=10)
+    picked = select_top_k(scores, k=5)        # positions into x_pool
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ddu_tf import uncertainty
+from ddu_tf.density import ClassConditionalGaussians
+from ddu_tf.models import features_and_logits
+
+AL_TYPES = ("softmax", "ensemble", "gmm")
+
+
+# ----------------------------------------------------------------------------- scores
+def softmax_entropy_scores(logits) -> np.ndarray:
+    """Softmax entropy ``[N, C] -> [N]`` float64 (nats); higher = acquire first."""
+    return np.asarray(uncertainty.softmax_entropy(logits), dtype=np.float64)
+
+
+def ensemble_scores(member_logits, mutual_information: bool = False) -> np.ndarray:
+    """Ensemble predictive entropy or mutual information, ``[M, N, C] -> [N]`` float64 (nats).
+
+    Args:
+      member_logits: ``[members, N, classes]`` logits of the ensemble members.
+      mutual_information: score by ``MI = PE - mean_m H[p_m]`` (the original's ``-mi``) instead
+        of ``PE = H[mean_m p_m]``.
+    """
+    if mutual_information:
+        return np.asarray(uncertainty.ensemble_mutual_information(member_logits), np.float64)
+    return np.asarray(uncertainty.ensemble_predictive_entropy(member_logits), np.float64)
+
+
+def class_log_priors(labels, num_classes: int) -> np.ndarray:
+    """``log pi_c = log(n_c / n)`` from labelled labels, ``[n] -> [num_classes]`` float64.
+
+    Classes without a labelled sample get ``-inf``.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError("Expected a non-empty integer vector of labels [n]. Received: "
+                         f"labels.shape={labels.shape}, dtype={labels.dtype}")
+    if int(num_classes) < 1 or labels.min() < 0 or labels.max() >= int(num_classes):
+        raise ValueError(f"Expected labels in 0..num_classes-1. Received: num_classes={num_classes}, "
+                         f"labels in [{labels.min()}, {labels.max()}]")
+    counts = np.bincount(labels, minlength=int(num_classes)).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        return np.log(counts) - np.log(counts.sum())
+
+
+def class_prior_weighted_log_density(class_log_densities, log_priors) -> np.ndarray:
+    """``log sum_c pi_c q(z|c) = logsumexp_c [log q(z|c) + log pi_c]``, ``[N, C] -> [N]`` float64.
+
+    Args:
+      class_log_densities: ``[N, C]`` ``log q(z|c)`` (nats), e.g. from
+        :meth:`ClassConditionalGaussians.class_log_densities`.
+      log_priors: ``[C]`` ``log pi_c`` (``-inf`` allowed for absent classes, not for all).
+    """
+    cld = tf.convert_to_tensor(class_log_densities, tf.float64)
+    log_priors = tf.convert_to_tensor(log_priors, tf.float64)
+    if cld.shape.rank != 2 or log_priors.shape.rank != 1 or cld.shape[1] != log_priors.shape[0]:
+        raise ValueError("Expected class_log_densities [N, C] and log_priors [C]. Received: "
+                         f"class_log_densities.shape={cld.shape}, log_priors.shape={log_priors.shape}")
+    if not np.any(np.isfinite(log_priors.numpy())):
+        raise ValueError("Expected at least one class with a finite log prior. Received: "
+                         "log_priors all -inf (no labelled sample).")
+    return tf.reduce_logsumexp(cld + log_priors[None, :], axis=-1).numpy()
+
+
+def gmm_density_scores(class_log_densities, labelled_labels, num_classes: int) -> np.ndarray:
+    """DDU acquisition score ``-log sum_c pi_c q(z|c)``, ``[N, C] -> [N]`` float64.
+
+    ``pi`` comes from the labelled counts; higher score = lower density = acquire first.
+    """
+    log_priors = class_log_priors(labelled_labels, num_classes)
+    return -class_prior_weighted_log_density(class_log_densities, log_priors)
+
+
+# ----------------------------------------------------------------------------- forward passes
+_FORWARD_CACHE = weakref.WeakKeyDictionary()
+
+
+def compiled_forward(model: keras.Model, with_features: bool = True):
+    """The compiled inference pass of ``model``: ``[b, *input_shape]`` -> logits or (features, logits).
+
+    One ``tf.function`` with a ``[None, *input_shape]`` float32 signature per model and
+    output kind, cached for the model's lifetime, so scoring a pool, a validation set and a
+    test set every round traces once as long as the model object is reused (re-initialise
+    weights instead of rebuilding it).
+    """
+    cache = _FORWARD_CACHE.setdefault(model, {})
+    if with_features not in cache:
+        net = features_and_logits(model) if with_features else model
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+
+        @tf.function(input_signature=[spec])
+        def forward(images):
+            return net(images, training=False)
+
+        cache[with_features] = forward
+    return cache[with_features]
+
+
+def predict_features_and_logits(model: keras.Model, images, *, batch_size: int = 512,
+                                with_features: bool = True):
+    """Run ``model`` in inference mode over ``images`` in chunks of ``batch_size``.
+
+    Args:
+      model: a functional model from :func:`ddu_tf.models.get_model` (layer ``"features"``).
+      images: ``[N, *input_shape]`` float32.
+      batch_size: chunk size (>= 1); bounds peak memory.
+      with_features: also return the ``"features"`` output.
+
+    Returns:
+      ``(features [N, d] float32, logits [N, C] float32)`` if ``with_features`` else
+      ``logits [N, C]``.
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"Expected batch_size >= 1. Received: batch_size={batch_size}")
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim < 2 or images.shape[0] == 0:
+        raise ValueError(f"Expected a non-empty batch of images [N, ...]. Received: images.shape={images.shape}")
+    forward = compiled_forward(model, with_features)
+    feats, logits = [], []
+    for start in range(0, images.shape[0], int(batch_size)):
+        out = forward(tf.constant(images[start:start + int(batch_size)]))
+        if with_features:
+            feats.append(out[0].numpy())
+            logits.append(out[1].numpy())
+        else:
+            logits.append(out.numpy())
+    if with_features:
+        return np.concatenate(feats), np.concatenate(logits)
+    return np.concatenate(logits)
+
+
+def fit_gmm(model: keras.Model, labelled_images, labelled_labels, num_classes: int,
+            batch_size: int = 512) -> ClassConditionalGaussians:
+    """Fit DDU's class-conditional Gaussians on the features of the labelled set.
+
+    Args:
+      model: trained network with a ``"features"`` layer.
+      labelled_images: ``[n, *input_shape]``; labelled_labels: int ``[n]``, every class
+        needs >= 2 samples (the GMM's requirement).
+    """
+    feats, _ = predict_features_and_logits(model, labelled_images, batch_size=batch_size)
+    return ClassConditionalGaussians.fit(feats.astype(np.float64), np.asarray(labelled_labels),
+                                         num_classes=num_classes)
+
+
+def acquisition_scores(al_type: str, models: Sequence[keras.Model], pool_images, *,
+                       labelled_images=None, labelled_labels=None, num_classes: int = 10,
+                       mutual_information: bool = False, gmm: ClassConditionalGaussians = None,
+                       batch_size: int = 512) -> np.ndarray:
+    """Score a pool with one of DDU's strategies; higher = acquire first.
+
+    Args:
+      al_type: ``"softmax"`` (uses ``models[0]``), ``"ensemble"`` (all of ``models``) or
+        ``"gmm"`` (uses ``models[0]``).
+      models: trained networks from :func:`ddu_tf.models.get_model`.
+      pool_images: ``[N, *input_shape]`` float32 candidates.
+      labelled_images: ``[n, *input_shape]``, needed by ``gmm`` unless ``gmm`` is given.
+      labelled_labels: int ``[n]``, needed by ``gmm`` (for the GMM fit and the priors).
+      num_classes: number of classes ``C``.
+      mutual_information: for ``ensemble``, score by MI instead of PE.
+      gmm: a GMM already fitted on ``models[0]``'s labelled features (skips the fit).
+      batch_size: forward-pass chunk size.
+
+    Returns:
+      float64 ``[N]`` scores for :func:`~ddu_tf.active_learning.acquisition.select_top_k`.
+    """
+    if al_type not in AL_TYPES:
+        raise ValueError(f"Expected al_type in {AL_TYPES}. Received: al_type={al_type!r}")
+    models = list(models)
+    if not models:
+        raise ValueError("Expected at least one model. Received: models=[]")
+    if al_type == "softmax":
+        return softmax_entropy_scores(
+            predict_features_and_logits(models[0], pool_images, batch_size=batch_size,
+                                        with_features=False))
+    if al_type == "ensemble":
+        member_logits = np.stack([
+            predict_features_and_logits(m, pool_images, batch_size=batch_size, with_features=False)
+            for m in models])
+        return ensemble_scores(member_logits, mutual_information=mutual_information)
+    if labelled_labels is None:
+        raise ValueError("al_type='gmm' needs labelled_labels (for the class priors). Received: None")
+    if gmm is None:
+        if labelled_images is None:
+            raise ValueError("al_type='gmm' needs labelled_images or a fitted gmm. Received: neither")
+        gmm = fit_gmm(models[0], labelled_images, labelled_labels, num_classes, batch_size)
+    feats, _ = predict_features_and_logits(models[0], pool_images, batch_size=batch_size)
+    return gmm_density_scores(gmm.class_log_densities(feats.astype(np.float64)).numpy(),
+                              labelled_labels, num_classes)

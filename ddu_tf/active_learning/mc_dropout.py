@@ -1,0 +1,366 @@
+"""Vectorised MC-dropout prediction for any functional Keras model.
+
+MC dropout (Gal & Ghahramani 2016) approximates the predictive
+``p(y|x) ~= (1/T) sum_t softmax(f(x; W_t))`` with ``W_t`` drawn by dropout masks.
+Everything before the first stochastic layer is deterministic, so the model is split
+there (``split_at_first_stochastic``): the trunk runs ONCE per pool point and only the
+stochastic suffix runs ``T`` times on the tiled trunk output ``[T * batch, ...]``.
+
+Inside one ``tf.function`` the pool is padded to whole chunks and a ``tf.map_fn`` walks
+the chunks, so there is no Python loop over ``T`` or over chunks and no host round-trip
+per chunk; peak memory is bounded by the chunk size. Noise is drawn from stateless RNG
+keyed on ``(seed, stochastic layer index[, chunk index])``: dropout is active whatever
+Keras' training flag, runs are reproducible, and with ``consistent_masks=True`` the same
+``T`` masks are used for every pool point (BatchBALD's "consistent" dropout). All other
+layers (e.g. BatchNormalization in the suffix) run in inference mode.
+
+Example:
+    >>> predictor = MCDropoutPredictor(model, num_samples=100, seed=0)
+    >>> scores = predictor.reduce(x_pool, bald)          # [N]
+    >>> log_p = predictor.mean_log_probs(x_test)         # [N, classes]
+"""
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ddu_tf.active_learning.acquisition import log_mean_prob
+
+STOCHASTIC_LAYER_TYPES = (
+    keras.layers.Dropout,  # includes SpatialDropout1D/2D/3D
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.GaussianNoise,
+)
+
+
+def _history(tensor):
+    history = tensor._keras_history
+    return history.operation, history.node_index
+
+
+def _node_inputs(tensor):
+    operation, node_index = _history(tensor)
+    if isinstance(operation, keras.layers.InputLayer):
+        return []
+    return list(operation._inbound_nodes[node_index].input_tensors)
+
+
+def split_at_first_stochastic(model):
+    """Split ``model`` into a deterministic trunk and a stochastic suffix sharing weights.
+
+    A tensor is "stochastic" if it is produced by a stochastic layer
+    (``STOCHASTIC_LAYER_TYPES``) or depends on one. The frontier is the set of
+    deterministic tensors consumed by stochastic ones; the trunk maps the model inputs to
+    the frontier, the suffix maps the frontier to the model outputs, so
+    ``suffix(trunk(x)) == model(x)`` for any fixed noise.
+
+    Args:
+        model: a functional ``keras.Model`` (single input, single output). Stochastic
+            layers must sit at the top level (not inside nested models).
+
+    Returns:
+        ``(trunk, suffix, stochastic_layers)``: two functional models (``suffix`` is None
+        when the model has no stochastic layer) and the stochastic layers in the
+        model's topological order.
+    """
+    if not isinstance(model, keras.Model) or not hasattr(model, "_run_through_graph"):
+        raise ValueError(
+            "Expected a functional keras.Model (built with keras.Input). Received: "
+            f"model of type {type(model).__name__}. Rebuild it with the functional API.")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            "Expected a model with one input and one output. Received: "
+            f"{len(model.inputs)} inputs and {len(model.outputs)} outputs.")
+    for op in model.operations:
+        if isinstance(op, keras.Model) and any(
+                isinstance(inner, STOCHASTIC_LAYER_TYPES) for inner in op._flatten_layers()):
+            raise ValueError(
+                f"Stochastic layers inside the nested model {op.name!r} are not supported. "
+                "Received: a nested model with dropout. Flatten it into the outer model.")
+    stochastic_layers = [op for op in model.operations
+                         if isinstance(op, STOCHASTIC_LAYER_TYPES)]
+    if not stochastic_layers:
+        return model, None, []
+
+    depends = {}
+
+    def is_stochastic(tensor):
+        key = id(tensor)
+        if key not in depends:
+            operation, _ = _history(tensor)
+            depends[key] = isinstance(operation, STOCHASTIC_LAYER_TYPES) or any(
+                is_stochastic(t) for t in _node_inputs(tensor))
+        return depends[key]
+
+    frontier, seen = [], set()
+
+    def collect(tensor):
+        if id(tensor) in seen:
+            return
+        seen.add(id(tensor))
+        if not is_stochastic(tensor):
+            frontier.append(tensor)
+            return
+        for parent in _node_inputs(tensor):
+            collect(parent)
+
+    collect(model.outputs[0])
+    trunk = keras.Model(model.inputs, frontier if len(frontier) > 1 else frontier[0],
+                        name=f"{model.name}_trunk")
+    suffix = keras.Model(frontier if len(frontier) > 1 else frontier[0], model.outputs[0],
+                         name=f"{model.name}_suffix")
+    return trunk, suffix, stochastic_layers
+
+
+def _per_example_noise_shape(layer, x_static_shape, rest_dynamic):
+    """Noise shape of one example, ``[...]`` without batch, as a 1-D int32 tensor."""
+    if isinstance(layer, keras.layers.Dropout):
+        if hasattr(layer, "_get_noise_shape"):  # SpatialDropout1D/2D/3D
+            static = tuple(layer._get_noise_shape(keras.KerasTensor(x_static_shape)))[1:]
+        else:
+            static = None if layer.noise_shape is None else tuple(layer.noise_shape)[1:]
+    elif isinstance(layer, keras.layers.AlphaDropout):
+        static = None if layer.noise_shape is None else tuple(layer.noise_shape)[1:]
+    else:
+        static = None
+    if static is None:
+        return rest_dynamic
+    return tf.stack([rest_dynamic[i] if dim is None else tf.constant(int(dim), tf.int32)
+                     for i, dim in enumerate(static)])
+
+
+def apply_noise(layer, x, num_samples, seed, consistent):
+    """Apply ``layer``'s training-time noise to ``x`` = ``[T * batch, ...]`` (T-major).
+
+    Masks have shape ``[T, 1, ...]`` (consistent: shared by the batch) or
+    ``[T, batch, ...]``, drawn with stateless RNG from ``seed`` (int64 ``[2]``).
+    Dropout uses inverted scaling ``mask / (1 - rate)`` as Keras does, so
+    ``E[output] = input``.
+    """
+    shape = tf.shape(x)
+    rest = shape[1:]
+    xr = tf.reshape(x, tf.concat([[num_samples, -1], rest], axis=0))
+    batch = 1 if consistent else tf.shape(xr)[1]
+    per_example = _per_example_noise_shape(layer, x.shape, rest)
+    noise_shape = tf.concat([[num_samples, batch], per_example], axis=0)
+    if isinstance(layer, keras.layers.GaussianNoise):
+        out = xr + layer.stddev * tf.random.stateless_normal(noise_shape, seed, dtype=x.dtype)
+    elif isinstance(layer, keras.layers.GaussianDropout):
+        stddev = math.sqrt(layer.rate / (1.0 - layer.rate)) if layer.rate < 1 else 0.0
+        out = xr * (1.0 + stddev * tf.random.stateless_normal(noise_shape, seed, dtype=x.dtype))
+    else:
+        keep_prob = 1.0 - float(layer.rate)
+        if keep_prob >= 1.0:
+            return x
+        keep = tf.cast(tf.random.stateless_uniform(noise_shape, seed) < keep_prob, x.dtype)
+        if isinstance(layer, keras.layers.AlphaDropout):
+            alpha_p = -1.6732632423543772848170429916717 * 1.0507009873554804934193349852946
+            a = (keep_prob * (1.0 + layer.rate * alpha_p ** 2)) ** -0.5
+            b = -a * alpha_p * layer.rate
+            out = a * (xr * keep + alpha_p * (1.0 - keep)) + b
+        else:
+            out = xr * keep / keep_prob
+    return tf.reshape(out, shape)
+
+
+def _deterministic_call(op):
+    def call(*args, **kwargs):
+        if "training" in getattr(op, "_call_context_args", {"training"}):
+            kwargs["training"] = False
+        return op(*args, **kwargs)
+    return call
+
+
+def run_with_noise(graph, inputs, num_samples, seed, consistent, layer_index, chunk_index):
+    """Run functional ``graph`` on T-tiled ``inputs`` with our stateless noise.
+
+    Args:
+        graph: functional keras.Model (the suffix or the full model).
+        inputs: tensor or list of tensors ``[T * batch, ...]``.
+        num_samples: T.
+        seed: int64 ``[2]`` base seed.
+        consistent: share masks across the batch (and across chunks).
+        layer_index: ``{id(layer): k}`` index of each stochastic layer in the full model
+            (so the split and unsplit paths draw identical masks).
+        chunk_index: scalar int; folded into the seed unless ``consistent``.
+
+    Returns:
+        The graph's output ``[T * batch, ...]``.
+    """
+    def operation_fn(op):
+        if not isinstance(op, STOCHASTIC_LAYER_TYPES):
+            return _deterministic_call(op)
+
+        def noisy(x, **kwargs):
+            layer_seed = tf.random.experimental.stateless_fold_in(seed, layer_index[id(op)])
+            if not consistent:
+                layer_seed = tf.random.experimental.stateless_fold_in(layer_seed, chunk_index)
+            return apply_noise(op, x, num_samples, layer_seed, consistent)
+        return noisy
+
+    flat = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    outputs = graph._run_through_graph(list(flat), operation_fn=operation_fn)
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def _max_activation_size(graph):
+    sizes = [1]
+    for op in graph.operations:
+        for node in op._inbound_nodes:
+            for tensor in list(node.output_tensors) + list(node.input_tensors):
+                dims = tensor.shape[1:]
+                if all(d is not None for d in dims):
+                    sizes.append(int(np.prod(dims)) if dims else 1)
+    return max(sizes)
+
+
+def layer_flops(layer):
+    """Analytic FLOPs per example of one Conv/Dense layer (2 x multiply-accumulates).
+
+    Conv: ``2 * prod(output spatial) * prod(kernel shape)``; Dense:
+    ``2 * prod(output leading dims) * prod(kernel shape)``; other layers count 0.
+    """
+    if isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
+                          keras.layers.Conv3D)):
+        positions = int(np.prod(layer.output.shape[1:-1])) if len(layer.output.shape) > 2 else 1
+        return 2 * positions * int(np.prod(layer.kernel.shape))
+    return 0
+
+
+def model_flops(model):
+    """Per-example Conv/Dense FLOPs of a functional model (sum of ``layer_flops``)."""
+    if model is None:
+        return 0
+    return sum(layer_flops(op) for op in model.operations)
+
+
+class MCDropoutPredictor:
+    """T-sample MC-dropout predictions of a functional model, compiled and chunked.
+
+    Args:
+        model: functional keras.Model mapping ``[batch, *input_shape]`` to logits
+            ``[batch, classes]``.
+        num_samples: T, the number of dropout samples (>= 1). A model without
+            stochastic layers is deterministic and uses a single pass (T = 1).
+        consistent_masks: use the same T masks for every pool point.
+        seed: int or pair of ints; the stateless base seed (override per call).
+        chunk_size: pool points per chunk; default from ``memory_budget_mb``.
+        split: run the trunk once and the suffix T times (True) or the whole model on
+            the T-tiled input (False, the unsplit reference).
+        memory_budget_mb: target size of the largest per-chunk activation, in MiB.
+    """
+
+    def __init__(self, model, num_samples=100, *, consistent_masks=False, seed=0,
+                 chunk_size=None, split=True, memory_budget_mb=256):
+        if int(num_samples) < 1:
+            raise ValueError(f"Expected num_samples >= 1. Received: num_samples={num_samples}")
+        if chunk_size is not None and int(chunk_size) < 1:
+            raise ValueError(f"Expected chunk_size >= 1. Received: chunk_size={chunk_size}")
+        self.model = model
+        self.trunk, self.suffix, self.stochastic_layers = split_at_first_stochastic(model)
+        self.num_samples = int(num_samples) if self.stochastic_layers else 1
+        self.consistent_masks = bool(consistent_masks)
+        self.split = bool(split)
+        self.seed = self._seed_tensor(seed)
+        self._layer_index = {id(layer): k for k, layer in enumerate(self.stochastic_layers)}
+        noisy_graph = self.suffix if (self.split and self.suffix is not None) else model
+        if chunk_size is None:
+            per_point = self.num_samples * _max_activation_size(noisy_graph) * 4 * 2
+            chunk_size = max(1, min(1024, (memory_budget_mb << 20) // per_point))
+        self.chunk_size = int(chunk_size)
+        self._input_spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
+        self._compiled = {}
+
+    @staticmethod
+    def _seed_tensor(seed):
+        seed = np.atleast_1d(np.asarray(seed, dtype=np.int64))
+        if seed.shape == (1,):
+            seed = np.array([0, seed[0]], dtype=np.int64)
+        if seed.shape != (2,):
+            raise ValueError(f"Expected seed as an int or two ints. Received: seed={seed}")
+        return tf.constant(seed, tf.int64)
+
+    def flops(self, num_points):
+        """Conv/Dense FLOPs of scoring ``num_points``: trunk once + suffix T times."""
+        if not self.stochastic_layers:
+            return num_points * model_flops(self.model)
+        if self.split:
+            return num_points * (model_flops(self.trunk)
+                                 + self.num_samples * model_flops(self.suffix))
+        return num_points * self.num_samples * model_flops(self.model)
+
+    def _chunk_log_probs(self, xb, seed, chunk_index):
+        """``[chunk, ...]`` inputs -> ``[T, chunk, classes]`` log-softmax."""
+        t = self.num_samples
+        if not self.stochastic_layers:
+            logits = self.model(xb, training=False)
+            return tf.nn.log_softmax(tf.cast(logits, tf.float32))[None]
+
+        def tile(h):
+            tiled = tf.broadcast_to(h[None], tf.concat([[t], tf.shape(h)], axis=0))
+            return tf.reshape(tiled, tf.concat([[-1], tf.shape(h)[1:]], axis=0))
+
+        if self.split:
+            trunk_out = self.trunk(xb, training=False)
+            flat = trunk_out if isinstance(trunk_out, (list, tuple)) else [trunk_out]
+            logits = run_with_noise(self.suffix, [tile(h) for h in flat], t, seed,
+                                    self.consistent_masks, self._layer_index, chunk_index)
+        else:
+            logits = run_with_noise(self.model, tile(xb), t, seed, self.consistent_masks,
+                                    self._layer_index, chunk_index)
+        logits = tf.reshape(tf.cast(logits, tf.float32),
+                            tf.concat([[t, -1], tf.shape(logits)[1:]], axis=0))
+        return tf.nn.log_softmax(logits)
+
+    def _build(self, reduce_fn):
+        chunk = self.chunk_size
+
+        def run(x, seed):
+            n = tf.shape(x)[0]
+            n_chunks = tf.maximum((n + chunk - 1) // chunk, 1)
+            padding = [[0, n_chunks * chunk - n]] + [[0, 0]] * (x.shape.rank - 1)
+            chunks = tf.reshape(tf.pad(x, padding),
+                                tf.concat([[n_chunks, chunk], tf.shape(x)[1:]], axis=0))
+
+            def body(args):
+                xb, index = args
+                return reduce_fn(self._chunk_log_probs(xb, seed, index))
+
+            out = tf.map_fn(body, (chunks, tf.range(n_chunks)),
+                            fn_output_signature=tf.float32, parallel_iterations=1)
+            out = tf.reshape(out, tf.concat([[-1], tf.shape(out)[2:]], axis=0))
+            return out[:n]
+
+        return tf.function(run, input_signature=[self._input_spec,
+                                                 tf.TensorSpec([2], tf.int64)])
+
+    def reduce(self, x, reduce_fn, seed=None):
+        """Apply ``reduce_fn`` (``[T, chunk, C] -> [chunk, ...]``) over the whole pool.
+
+        Args:
+            x: ``[N, *input_shape]`` float inputs.
+            reduce_fn: e.g. an acquisition function (``bald``) or ``log_mean_prob``.
+            seed: optional stateless seed overriding the constructor's.
+
+        Returns:
+            ``[N, ...]`` float32 tensor.
+        """
+        if reduce_fn not in self._compiled:
+            self._compiled[reduce_fn] = self._build(reduce_fn)
+        seed = self.seed if seed is None else self._seed_tensor(seed)
+        return self._compiled[reduce_fn](tf.convert_to_tensor(x, tf.float32), seed)
+
+    def log_probs(self, x, seed=None):
+        """All MC log-softmax outputs, ``[N, ...] -> [T, N, classes]``."""
+        return tf.transpose(self.reduce(x, _point_major, seed), [1, 0, 2])
+
+    def mean_log_probs(self, x, seed=None):
+        """Log of the MC-averaged predictive, ``[N, ...] -> [N, classes]``."""
+        return self.reduce(x, log_mean_prob, seed)
+
+
+def _point_major(log_probs):
+    """``[T, chunk, C] -> [chunk, T, C]`` so chunks concatenate along the pool axis."""
+    return tf.transpose(log_probs, [1, 0, 2])

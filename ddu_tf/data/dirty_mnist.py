@@ -1,0 +1,382 @@
+"""Dirty-MNIST = MNIST + Ambiguous-MNIST: loaders, normalisation, fixed noise, splits.
+
+Reproduces the loaders of BlackHC/ddu_dirty_mnist (and omegafragger/DDU):
+
+* pixels in [0, 1] are normalised ``x' = (x - 0.1307) / 0.3081`` (MNIST statistics, also used
+  for Ambiguous-MNIST and for Fashion-MNIST fed to an MNIST model);
+* Gaussian noise ``N(0, 0.05^2)`` is added AFTER normalisation to every Dirty-MNIST sample
+  (MNIST and ambiguous), as the pip package does. Unlike the original (``torch.randn_like`` at
+  load time), the noise here is a pure function of ``(seed, noise_key)``
+  (``tf.random.stateless_normal``), so it is fixed per sample: identical across epochs, loads,
+  subsets and orderings;
+* Ambiguous-MNIST: ``N`` images with ``k = 10`` labels each are flattened to ``N*k`` (image,
+  label) pairs, pair ``j`` = image ``j // k`` with its ``(j % k)``-th label; the first half of
+  the pairs (60k for the official 12k images) is train, the rest test;
+* the validation split (``validation_fraction`` = 10% of the 60k MNIST training images, seeded
+  permutation, DDU's ``val_seed=1``) is drawn from the MNIST half only;
+* Fashion-MNIST is the out-of-distribution set.
+
+Sample identity:
+  ``sample_id``: MNIST index within its IDX split for MNIST; ambiguous IMAGE index (0..N-1) for
+  Ambiguous-MNIST (the 10 pairs of one image share it).
+  ``noise_key`` (int64): MNIST train i -> i, MNIST test i -> 1_000_000 + i, ambiguous pair j ->
+  2_000_000 + j (j = global flattened pair index, so train and test pairs never collide).
+
+Official Ambiguous-MNIST files: ``amnist_samples.pt`` (float32 [12000, 1, 28, 28] in [0, 1]) and
+``amnist_labels.pt`` (int64 [12000, 10]) from `AMBIGUOUS_URL`, MD5-verified, read with
+`ddu_tf.data.torch_pickle` (no torch, no code execution), from ``<dir>/ambiguous_mnist/``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import tempfile
+import urllib.request
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from ddu_tf.data import mnist_idx, torch_pickle
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+NOISE_STD = 0.05
+NUM_CLASSES = 10
+
+AMBIGUOUS_SUBDIR = "ambiguous_mnist"
+AMBIGUOUS_URL = "https://github.com/BlackHC/ddu_dirty_mnist/releases/download/data-v1.0.0/"
+#: role -> (file name, MD5 of the official release asset).
+AMBIGUOUS_FILES = {
+    "samples": ("amnist_samples.pt", "4f7865093b1d28e34019847fab917722"),
+    "labels": ("amnist_labels.pt", "3bfc055a9f91a76d8d493e8b898c3c95"),
+}
+
+NOISE_KEY_OFFSETS = {"mnist_train": 0, "mnist_test": 1_000_000, "ambiguous": 2_000_000}
+VALIDATION_FRACTION = 0.1
+VALIDATION_SEED = 1
+
+
+class AmbiguousChecksumError(ValueError):
+    """An Ambiguous-MNIST .pt file whose MD5 differs from the official release."""
+
+
+def normalize(x01):
+    """``(x - 0.1307) / 0.3081`` (same shape; float32). Works on NumPy arrays and tensors."""
+    if isinstance(x01, np.ndarray):
+        return ((x01.astype(np.float32) - MNIST_MEAN) / MNIST_STD).astype(np.float32)
+    return (tf.cast(x01, tf.float32) - MNIST_MEAN) / MNIST_STD
+
+
+def fixed_noise(noise_keys: np.ndarray, seed: int = 0, stddev: float = NOISE_STD,
+                shape: Tuple[int, ...] = (28, 28)) -> np.ndarray:
+    """Per-sample Gaussian noise that depends only on ``(seed, key)``.
+
+    ``noise[i] = stddev * stateless_normal(shape, seed=[seed, noise_keys[i]])``.
+
+    Args:
+      noise_keys: int64 ``[n]`` sample keys (see module docstring).
+    Returns:
+      float32 ``[n, *shape]``.
+    """
+    keys = np.asarray(noise_keys, np.int64)
+    if len(keys) == 0:
+        return np.zeros((0, *shape), np.float32)
+    ds = tf.data.Dataset.from_tensor_slices(keys).map(
+        lambda k: tf.random.stateless_normal(shape, seed=tf.stack([tf.constant(seed, tf.int64), k]),
+                                             dtype=tf.float32) * stddev,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(8192)
+    return np.concatenate([b.numpy() for b in ds])
+
+
+def validation_indices(num: int = 60000, fraction: float = VALIDATION_FRACTION,
+                       seed: int = VALIDATION_SEED) -> np.ndarray:
+    """Sorted indices of the MNIST training images held out for validation.
+
+    ``permutation(num)[:round(fraction * num)]`` of ``np.random.default_rng(seed)``.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"Expected 0 <= validation_fraction < 1. Received: {fraction}")
+    perm = np.random.default_rng(seed).permutation(num)
+    return np.sort(perm[: int(round(fraction * num))])
+
+
+def _md5(path: os.PathLike) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def find_ambiguous_files(data_dir: Optional[os.PathLike] = None
+                         ) -> Optional[Dict[str, pathlib.Path]]:
+    """``{"samples": path, "labels": path}`` under ``<dir>/ambiguous_mnist/`` (or ``<dir>/``)
+    for ``data_dir`` then ``$DDU_TF_DATA_DIR``; None if either file is missing."""
+    found = {role: mnist_idx.find_file(AMBIGUOUS_SUBDIR, name, data_dir, suffixes=("",))
+             for role, (name, _) in AMBIGUOUS_FILES.items()}
+    return None if any(p is None for p in found.values()) else found
+
+
+def ambiguous_missing_error(data_dir: Optional[os.PathLike] = None) -> FileNotFoundError:
+    """The error raised when the official .pt files are nowhere to be found."""
+    looked = [str(d / AMBIGUOUS_SUBDIR) for d in mnist_idx.candidate_dirs(data_dir)] or [
+        f"(none: no data_dir given and ${mnist_idx.ENV_VAR} is unset)"]
+    names = [n for n, _ in AMBIGUOUS_FILES.values()]
+    urls = [AMBIGUOUS_URL + n for n in names]
+    return mnist_idx.DataNotFoundError(
+        f"Ambiguous-MNIST files {names} not found. Looked in: {looked}. Download {urls} into "
+        f"<dir>/{AMBIGUOUS_SUBDIR}/ and set ${mnist_idx.ENV_VAR}=<dir> (or pass data_dir / the "
+        "TFDS manual_dir), call download_ambiguous_files(<dir>), or use the offline "
+        "regeneration (variant='generated', TFDS 'ambiguous_mnist/generated').")
+
+
+def download_ambiguous_files(dest_dir: os.PathLike, timeout: float = 120.0) -> pathlib.Path:
+    """Downloads the official .pt files into ``dest_dir/ambiguous_mnist/`` (MD5-verified;
+    written under a temporary name and renamed only when the digest matched)."""
+    out = pathlib.Path(dest_dir) / AMBIGUOUS_SUBDIR
+    out.mkdir(parents=True, exist_ok=True)
+    for name, md5 in AMBIGUOUS_FILES.values():
+        target = out / name
+        if target.is_file():
+            continue
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=name, suffix=".part")
+        os.close(fd)
+        try:
+            try:
+                with urllib.request.urlopen(AMBIGUOUS_URL + name, timeout=timeout) as r, \
+                        open(tmp, "wb") as f:
+                    f.write(r.read())
+            except OSError as e:
+                raise mnist_idx.DataNotFoundError(
+                    f"Could not download {AMBIGUOUS_URL + name} into {out} ({e}).") from e
+            verify_ambiguous_md5(tmp, name, md5)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return out
+
+
+def verify_ambiguous_md5(path: os.PathLike, name: str, expected: Optional[str] = None) -> None:
+    """Raises `AmbiguousChecksumError` if ``path``'s MD5 is not the official one for ``name``."""
+    expected = expected or dict(AMBIGUOUS_FILES.values())[name]
+    got = _md5(path)
+    if got != expected:
+        raise AmbiguousChecksumError(
+            f"{path}: MD5 {got}, expected {expected} for {name}. The file is corrupt, truncated "
+            f"or not the official release: delete it and download {AMBIGUOUS_URL + name} again.")
+
+
+def read_official_ambiguous(samples_path: os.PathLike, labels_path: os.PathLike
+                            ) -> Tuple[np.ndarray, np.ndarray]:
+    """Verifies (MD5) and reads the official .pt pair.
+
+    Returns:
+      images float32 ``[N, 28, 28]`` (exact stored values, in [0, 1]) and labels int64
+      ``[N, k]`` (k = 10 labels per image, classes 0..9).
+    """
+    verify_ambiguous_md5(samples_path, AMBIGUOUS_FILES["samples"][0],
+                         AMBIGUOUS_FILES["samples"][1])
+    verify_ambiguous_md5(labels_path, AMBIGUOUS_FILES["labels"][0],
+                         AMBIGUOUS_FILES["labels"][1])
+    samples = torch_pickle.load_pt_tensor(samples_path, dtype=np.float32, ndim=4)
+    labels = torch_pickle.load_pt_tensor(labels_path, ndim=2).astype(np.int64)
+    if samples.shape[1:] != (1, 28, 28) or len(samples) != len(labels):
+        raise torch_pickle.TorchFileFormatError(
+            f"Expected samples [N, 1, 28, 28] and labels [N, k]; found {samples.shape} and "
+            f"{labels.shape} in {samples_path}, {labels_path}.")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES or len(labels) % 2:
+        raise torch_pickle.TorchFileFormatError(
+            f"{labels_path}: labels must be in 0..9 for an even number of images.")
+    return samples[:, 0], labels
+
+
+def load_official_ambiguous(data_dir: Optional[os.PathLike] = None, download: bool = False
+                            ) -> Tuple[np.ndarray, np.ndarray]:
+    """Finds (or downloads) and reads the official Ambiguous-MNIST; see
+    `read_official_ambiguous`. Raises `mnist_idx.DataNotFoundError` naming dirs and URLs."""
+    found = find_ambiguous_files(data_dir)
+    if found is None and download:
+        dirs = mnist_idx.candidate_dirs(data_dir)
+        if dirs:
+            download_ambiguous_files(dirs[0])
+            found = find_ambiguous_files(data_dir)
+    if found is None:
+        raise ambiguous_missing_error(data_dir)
+    return read_official_ambiguous(found["samples"], found["labels"])
+
+
+def flatten_pairs(images: np.ndarray, labels: np.ndarray, split: str) -> Dict[str, np.ndarray]:
+    """Flattens ``N`` images x ``k`` labels into (image, label) pairs of one split.
+
+    Pair ``j`` (global, ``0 <= j < N*k``) is image ``j // k`` with label ``labels[j // k, j % k]``;
+    "train" = pairs ``[0, N*k/2)``, "test" = ``[N*k/2, N*k)``.
+
+    Returns:
+      dict: ``images`` float32 ``[P, 28, 28]``, ``label`` int64 ``[P]``, ``sample_id`` int64
+      ``[P]`` (image index), ``pair_id`` int64 ``[P]`` (j), ``label_distribution`` float32
+      ``[P, 10]`` (the image's empirical label distribution).
+    """
+    n, k = labels.shape
+    total = n * k
+    if split == "train":
+        pair = np.arange(0, total // 2)
+    elif split == "test":
+        pair = np.arange(total // 2, total)
+    else:
+        raise ValueError(f"Expected split in ('train', 'test'). Received: split={split!r}")
+    image = pair // k
+    dist = np.stack([(labels == c).mean(1) for c in range(NUM_CLASSES)], 1).astype(np.float32)
+    return {"images": images[image].astype(np.float32), "label": labels[image, pair % k],
+            "sample_id": image.astype(np.int64), "pair_id": pair.astype(np.int64),
+            "label_distribution": dist[image]}
+
+
+def _generated_ambiguous(split: str, config: str, data_dir: Optional[os.PathLike],
+                         tfds_data_dir: Optional[str]) -> Dict[str, np.ndarray]:
+    import tensorflow_datasets as tfds
+
+    import tfds_builders.ambiguous_mnist  # noqa: F401  (registers the builder if not yet)
+
+    name = f"ambiguous_mnist/{config}"
+    builder = tfds.builder(name, data_dir=tfds_data_dir)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=None if data_dir is None else os.fspath(data_dir)))
+    d = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+    order = np.argsort(d["pair_id"], kind="stable")
+    return {"images": d["image"][order, :, :, 0], "label": d["label"][order].astype(np.int64),
+            "sample_id": d["sample_id"][order], "pair_id": d["pair_id"][order],
+            "label_distribution": d["label_distribution"][order]}
+
+
+def load_ambiguous_arrays(split: str, variant: str = "official",
+                          data_dir: Optional[os.PathLike] = None,
+                          tfds_data_dir: Optional[str] = None) -> Dict[str, np.ndarray]:
+    """Ambiguous-MNIST pairs of one split (no normalisation, no noise).
+
+    Args:
+      split: "train" or "test".
+      variant: "official" (the released .pt files) or a generated TFDS config name
+        ("generated", "generated_tiny"), built on first use into ``tfds_data_dir``.
+      data_dir: manual directory (else ``$DDU_TF_DATA_DIR``).
+
+    Returns:
+      see `flatten_pairs` (pairs in flattened order).
+    """
+    if variant == "official":
+        images, labels = load_official_ambiguous(data_dir)
+        return flatten_pairs(images, labels, split)
+    return _generated_ambiguous(split, variant, data_dir, tfds_data_dir)
+
+
+def load_mnist_arrays(split: str, dataset: str = "mnist", data_dir: Optional[os.PathLike] = None,
+                      validation_fraction: float = VALIDATION_FRACTION,
+                      validation_seed: int = VALIDATION_SEED) -> Dict[str, np.ndarray]:
+    """MNIST / Fashion-MNIST as float32 [0, 1] arrays with the DDU validation split.
+
+    Args:
+      split: "train" (MNIST train minus validation), "validation", "train_full" (all 60k) or
+        "test". Fashion-MNIST has no validation split ("train" = all 60k).
+
+    Returns:
+      dict: ``images`` float32 ``[n, 28, 28]`` = uint8 / 255, ``label`` int64 ``[n]``,
+      ``sample_id`` int64 ``[n]`` (index in the IDX split), ``noise_key`` int64 ``[n]``.
+    """
+    splits = ("train", "validation", "train_full", "test")
+    if split not in splits:
+        raise ValueError(f"Expected split in {splits}. Received: split={split!r}")
+    idx_split = "test" if split == "test" else "train"
+    images, labels = mnist_idx.load_idx_arrays(dataset, idx_split, data_dir)
+    ids = np.arange(len(labels), dtype=np.int64)
+    if dataset == "mnist" and split in ("train", "validation"):
+        val = validation_indices(len(labels), validation_fraction, validation_seed)
+        ids = val if split == "validation" else np.setdiff1d(ids, val)
+    elif split == "validation":
+        raise ValueError(f"{dataset} has no validation split; use 'train' or 'test'.")
+    offset = NOISE_KEY_OFFSETS["mnist_test" if idx_split == "test" else "mnist_train"]
+    return {"images": images[ids].astype(np.float32) / np.float32(255.0), "label": labels[ids],
+            "sample_id": ids, "noise_key": ids + offset}
+
+
+def load_dirty_arrays(split: str, variant: str = "official", data_dir: Optional[os.PathLike] = None,
+                      tfds_data_dir: Optional[str] = None,
+                      validation_fraction: float = VALIDATION_FRACTION,
+                      validation_seed: int = VALIDATION_SEED) -> Dict[str, np.ndarray]:
+    """Dirty-MNIST arrays (no normalisation, no noise): MNIST part first, then ambiguous.
+
+    Args:
+      split: "train" (54k MNIST + 60k ambiguous pairs), "validation" (6k MNIST only),
+        "train_full" (120k) or "test" (10k MNIST + 60k ambiguous pairs).
+      variant: Ambiguous-MNIST variant (see `load_ambiguous_arrays`).
+
+    Returns:
+      dict: ``images`` float32 ``[n, 28, 28]`` in [0, 1], ``label`` int64, ``is_ambiguous``
+      bool, ``sample_id`` int64, ``noise_key`` int64 (see module docstring), each ``[n]``.
+    """
+    m = load_mnist_arrays(split, "mnist", data_dir, validation_fraction, validation_seed)
+    parts = [dict(m, is_ambiguous=np.zeros(len(m["label"]), bool))]
+    if split != "validation":
+        a = load_ambiguous_arrays("test" if split == "test" else "train", variant, data_dir,
+                                  tfds_data_dir)
+        parts.append({"images": a["images"], "label": a["label"], "sample_id": a["sample_id"],
+                      "noise_key": a["pair_id"] + NOISE_KEY_OFFSETS["ambiguous"],
+                      "is_ambiguous": np.ones(len(a["label"]), bool)})
+    keys = ("images", "label", "is_ambiguous", "sample_id", "noise_key")
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+
+
+def prepare(arrays: Dict[str, np.ndarray], normalize_inputs: bool = True,
+            noise_std: float = 0.0, noise_seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Model inputs from loader arrays: ``x = normalize(images) + fixed_noise`` as
+    float32 ``[n, 28, 28, 1]``, and labels int64 ``[n]``."""
+    x = arrays["images"].astype(np.float32)
+    if normalize_inputs:
+        x = normalize(x)
+    if noise_std > 0.0:
+        x = x + fixed_noise(arrays["noise_key"], noise_seed, noise_std)
+    return x[..., None].astype(np.float32), arrays["label"].astype(np.int64)
+
+
+def _dataset(x: np.ndarray, y: np.ndarray) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices((x, y))
+
+
+def mnist_source(split: str, data_dir: Optional[os.PathLike] = None, normalize_inputs: bool = True,
+                 noise_std: float = 0.0, noise_seed: int = 0, **kw) -> tf.data.Dataset:
+    """Pipeline source "mnist": ``(x float32 [28, 28, 1], y int64)``; splits as
+    `load_mnist_arrays`; normalised, no noise by default."""
+    return _dataset(*prepare(load_mnist_arrays(split, "mnist", data_dir, **kw),
+                             normalize_inputs, noise_std, noise_seed))
+
+
+def fashion_mnist_source(split: str, data_dir: Optional[os.PathLike] = None,
+                         normalize_inputs: bool = True, **kw) -> tf.data.Dataset:
+    """Pipeline source "fashion_mnist" (OoD for MNIST models): ``(x [28, 28, 1], y int64)``,
+    normalised with the MNIST statistics, no noise. Splits "train", "test"."""
+    return _dataset(*prepare(load_mnist_arrays(split, "fashion_mnist", data_dir, **kw),
+                             normalize_inputs))
+
+
+def dirty_mnist_source(split: str, data_dir: Optional[os.PathLike] = None,
+                       variant: str = "official", normalize_inputs: bool = True,
+                       noise_std: float = NOISE_STD, noise_seed: int = 0,
+                       tfds_data_dir: Optional[str] = None, **kw) -> tf.data.Dataset:
+    """Pipeline source "dirty_mnist": ``(x [28, 28, 1], y int64)``, normalised + fixed noise
+    (std 0.05). Splits "train", "validation", "train_full", "test"; ``variant`` picks the
+    Ambiguous-MNIST ("official" or "generated")."""
+    arrays = load_dirty_arrays(split, variant, data_dir, tfds_data_dir, **kw)
+    return _dataset(*prepare(arrays, normalize_inputs, noise_std, noise_seed))
+
+
+def ambiguous_mnist_source(split: str, data_dir: Optional[os.PathLike] = None,
+                           variant: str = "official", normalize_inputs: bool = True,
+                           noise_std: float = NOISE_STD, noise_seed: int = 0,
+                           tfds_data_dir: Optional[str] = None) -> tf.data.Dataset:
+    """Pipeline source "ambiguous_mnist": flattened pairs ``(x [28, 28, 1], y int64)``,
+    normalised + fixed noise (std 0.05) with the same keys as in Dirty-MNIST."""
+    a = load_ambiguous_arrays(split, variant, data_dir, tfds_data_dir)
+    arrays = {"images": a["images"], "label": a["label"],
+              "noise_key": a["pair_id"] + NOISE_KEY_OFFSETS["ambiguous"]}
+    return _dataset(*prepare(arrays, normalize_inputs, noise_std, noise_seed))

@@ -1,0 +1,68 @@
+"""Bayesian CNN of Gal, Islam & Ghahramani (ICML 2017), the Keras model of their code.
+
+Layers (28x28x1 MNIST input)::
+
+    conv 32@4x4 valid, relu            -> [batch, 25, 25, 32]
+    conv 32@4x4 valid, relu            -> [batch, 22, 22, 32]
+    maxpool 2x2                        -> [batch, 11, 11, 32]
+    dropout 0.25                       (MC dropout: the first stochastic layer)
+    flatten                            -> [batch, 3872]
+    dense 128, relu  (layer "features") -> [batch, 128]
+    dropout 0.5
+    dense num_classes                  -> [batch, num_classes] logits
+
+``dropout=False`` gives the deterministic twin (no dropout layers) of Experiment 2.
+"""
+import keras
+
+
+def bayesian_cnn(num_classes=10, input_shape=(28, 28, 1), dropout=True, weight_decay=0.0,
+                 **kwargs):
+    """Build the Bayesian CNN (MC-dropout CNN).
+
+    Args:
+        num_classes: number of output logits (>= 1).
+        input_shape: ``(height, width, channels)``, e.g. ``(28, 28, 1)``.
+        dropout: keep the two dropout layers (True) or build the deterministic twin.
+        weight_decay: L2 coefficient ``lambda`` (>= 0) added as ``lambda * sum(w^2)``
+            per Conv/Dense kernel; 0 disables it.
+        **kwargs: accepted for a uniform ``get_model`` signature (``spectral_normalization``
+            must be falsy; ``coeff``, ``mod`` and others are ignored).
+
+    Returns:
+        Functional ``keras.Model`` ``[batch, *input_shape] -> [batch, num_classes]`` logits;
+        the 128-d post-ReLU penultimate tensor is the output of the layer ``"features"``.
+
+    Example:
+        >>> model = bayesian_cnn()
+        >>> model.output_shape
+        (None, 10)
+    """
+    if kwargs.get("spectral_normalization"):
+        raise ValueError("The Bayesian CNN has no spectral-normalised variant. Received: "
+                         "spectral_normalization=True.")
+    if int(num_classes) < 1:
+        raise ValueError(f"Expected num_classes >= 1. Received: num_classes={num_classes}")
+    if len(tuple(input_shape)) != 3:
+        raise ValueError("Expected input_shape (height, width, channels). Received: "
+                         f"input_shape={input_shape}")
+    if weight_decay < 0:
+        raise ValueError(f"Expected weight_decay >= 0. Received: weight_decay={weight_decay}")
+    regularizer = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
+    inputs = keras.Input(tuple(input_shape), name="images")
+    x = keras.layers.Conv2D(32, 4, activation="relu", kernel_regularizer=regularizer,
+                            name="conv1")(inputs)
+    x = keras.layers.Conv2D(32, 4, activation="relu", kernel_regularizer=regularizer,
+                            name="conv2")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool")(x)
+    if dropout:
+        x = keras.layers.Dropout(0.25, name="dropout1")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(128, activation="relu", kernel_regularizer=regularizer,
+                           name="features")(x)
+    if dropout:
+        x = keras.layers.Dropout(0.5, name="dropout2")(x)
+    logits = keras.layers.Dense(int(num_classes), kernel_regularizer=regularizer,
+                                name="logits")(x)
+    name = "bayesian_cnn" if dropout else "deterministic_cnn"
+    return keras.Model(inputs, logits, name=name)

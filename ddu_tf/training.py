@@ -1,0 +1,340 @@
+"""Reusable training pieces: PyTorch-faithful optimizers, the DDU lr schedule, callbacks,
+compilation and checkpoint naming.
+
+Used by ``experiments/train.py`` and the active-learning scripts.
+
+Weight decay (a deliberate choice): the DDU original uses ``torch.optim.SGD(...,
+weight_decay=5e-4)`` (and ``torch.optim.Adam`` for active learning), which adds
+``weight_decay * w`` to the gradient of *every* parameter (convolutions, BatchNorm scale and
+shift, biases) before the momentum/Adam update -- coupled L2. Keras' ``weight_decay`` argument
+is decoupled (AdamW-style ``w -= lr * wd * w``), and an L2 kernel regulariser would miss the
+BatchNorm parameters. :class:`TorchSGD` and :class:`TorchAdam` therefore add the decay to the
+gradient inside the update, exactly like PyTorch. :class:`TorchSGD` also keeps PyTorch's
+momentum convention (``buf = mu * buf + g; w -= lr * buf``), whose velocity is in gradient
+units, so a learning-rate drop at a milestone takes effect at once (Keras' SGD keeps the old
+learning rate inside its velocity).
+
+Checkpoint names follow the original's ``model_save_name`` (utils/train_utils.py):
+``{model}[_sn_{coeff}][_mod]_{seed}[_{epoch}].keras``, see :func:`checkpoint_name`.
+"""
+import os
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+def _check_non_negative(**values):
+    for key, value in values.items():
+        if value is None or value < 0:
+            raise ValueError(f"Expected {key} >= 0. Received: {key}={value}")
+
+
+@keras.saving.register_keras_serializable(package="ddu_tf")
+class TorchSGD(keras.optimizers.Optimizer):
+    """SGD with momentum and coupled L2 weight decay, as ``torch.optim.SGD``.
+
+    Per variable ``w`` with gradient ``g`` (dampening 0)::
+
+        g <- g + weight_decay * w
+        buf <- momentum * buf + g              (buf starts at 0, i.e. buf_1 = g_1)
+        w <- w - lr * (g + momentum * buf)     if nesterov
+        w <- w - lr * buf                      otherwise
+
+    Args:
+        learning_rate: float or ``keras.optimizers.schedules.LearningRateSchedule``.
+        momentum: in [0, 1).
+        nesterov: Nesterov momentum (needs momentum > 0).
+        coupled_weight_decay: L2 coefficient added to the gradient (>= 0).
+        **kwargs: base ``keras.optimizers.Optimizer`` arguments (``name``, ``clipnorm``...);
+            Keras' decoupled ``weight_decay`` must stay None.
+    """
+
+    def __init__(self, learning_rate=0.1, momentum=0.9, nesterov=False, coupled_weight_decay=0.0,
+                 name="torch_sgd", **kwargs):
+        if kwargs.get("weight_decay") is not None:
+            raise ValueError("TorchSGD applies coupled L2 decay; pass coupled_weight_decay, not "
+                             f"weight_decay. Received: weight_decay={kwargs['weight_decay']}")
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if not 0.0 <= float(momentum) < 1.0:
+            raise ValueError(f"Expected 0 <= momentum < 1. Received: momentum={momentum}")
+        if nesterov and float(momentum) == 0.0:
+            raise ValueError("Nesterov momentum requires momentum > 0. Received: momentum=0")
+        _check_non_negative(coupled_weight_decay=coupled_weight_decay)
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.coupled_weight_decay = float(coupled_weight_decay)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums = []
+        if self.momentum != 0:
+            self.momentums = self.add_optimizer_variables(variables, "momentum")
+
+    def update_step(self, gradient, variable, learning_rate):
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        if self.coupled_weight_decay:
+            gradient = gradient + ops.cast(self.coupled_weight_decay, variable.dtype) * variable
+        if self.momentum:
+            buf = self.momentums[self._get_variable_index(variable)]
+            momentum = ops.cast(self.momentum, variable.dtype)
+            self.assign(buf, momentum * buf + gradient)
+            gradient = gradient + momentum * buf if self.nesterov else buf
+        self.assign_sub(variable, learning_rate * gradient)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"momentum": self.momentum, "nesterov": self.nesterov,
+                       "coupled_weight_decay": self.coupled_weight_decay})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="ddu_tf")
+class TorchAdam(keras.optimizers.Adam):
+    """Adam with coupled L2 weight decay (``torch.optim.Adam(weight_decay=...)``, not AdamW).
+
+    ``g <- g + coupled_weight_decay * w`` before the usual Adam moments; ``epsilon`` defaults
+    to PyTorch's 1e-8. Other arguments as ``keras.optimizers.Adam``.
+    """
+
+    def __init__(self, learning_rate=1e-3, coupled_weight_decay=0.0, epsilon=1e-8,
+                 name="torch_adam", **kwargs):
+        if kwargs.get("weight_decay") is not None:
+            raise ValueError("TorchAdam applies coupled L2 decay; pass coupled_weight_decay, not "
+                             f"weight_decay. Received: weight_decay={kwargs['weight_decay']}")
+        super().__init__(learning_rate=learning_rate, epsilon=epsilon, name=name, **kwargs)
+        _check_non_negative(coupled_weight_decay=coupled_weight_decay)
+        self.coupled_weight_decay = float(coupled_weight_decay)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.coupled_weight_decay:
+            gradient = ops.cast(gradient, variable.dtype)
+            gradient = gradient + ops.cast(self.coupled_weight_decay, variable.dtype) * variable
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"coupled_weight_decay": self.coupled_weight_decay})
+        return config
+
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(name="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=False):
+    """The optimizer of DDU's ``train.py`` (``--opt``, ``--lr``, ``--mom``, ``--decay``, ``--nesterov``).
+
+    Args:
+        name: "sgd" (:class:`TorchSGD`) or "adam" (:class:`TorchAdam`; momentum and nesterov
+            are ignored, as in the original).
+        lr: learning rate (float or a schedule from :func:`lr_schedule`).
+        momentum: SGD momentum in [0, 1).
+        weight_decay: coupled L2 coefficient (>= 0), applied to every trainable variable.
+        nesterov: Nesterov momentum for SGD.
+
+    Returns:
+        A ``keras.optimizers.Optimizer``.
+
+    Example:
+        >>> opt = make_optimizer("sgd", lr=lr_schedule(150, 250, lr=0.1, steps_per_epoch=352))
+    """
+    if name == "sgd":
+        return TorchSGD(learning_rate=lr, momentum=momentum, nesterov=nesterov,
+                        coupled_weight_decay=weight_decay)
+    if name == "adam":
+        return TorchAdam(learning_rate=lr, coupled_weight_decay=weight_decay)
+    raise ValueError(f"Unknown optimizer. Expected one of {OPTIMIZERS}. Received: name={name!r}")
+
+
+def lr_schedule(first_milestone=150, second_milestone=250, lr=0.1, steps_per_epoch=1, gamma=0.1):
+    """``torch.optim.lr_scheduler.MultiStepLR(milestones=[m1, m2], gamma)`` as a step schedule.
+
+    Epoch ``e`` (0-based) trains with ``lr * gamma ** (number of milestones <= e)``; for
+    optimizer step ``t`` (0-based, Keras' ``optimizer.iterations`` before the update),
+    ``e = t // steps_per_epoch``.
+
+    Args:
+        first_milestone, second_milestone: epochs at which the rate is multiplied by
+            ``gamma`` (``0 < first_milestone <= second_milestone``).
+        lr: initial learning rate (> 0).
+        steps_per_epoch: optimizer steps per epoch (>= 1).
+        gamma: multiplicative factor (0.1 in DDU).
+
+    Returns:
+        ``keras.optimizers.schedules.PiecewiseConstantDecay`` (serialisable).
+    """
+    if not 0 < first_milestone <= second_milestone:
+        raise ValueError("Expected 0 < first_milestone <= second_milestone. Received: "
+                         f"first_milestone={first_milestone}, second_milestone={second_milestone}")
+    if int(steps_per_epoch) < 1:
+        raise ValueError(f"Expected steps_per_epoch >= 1. Received: steps_per_epoch={steps_per_epoch}")
+    if not lr > 0:
+        raise ValueError(f"Expected lr > 0. Received: lr={lr}")
+    steps = int(steps_per_epoch)
+    # PiecewiseConstantDecay uses values[i] while step <= boundaries[i], hence the -1.
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        boundaries=[first_milestone * steps - 1, second_milestone * steps - 1],
+        values=[float(lr), float(lr) * gamma, float(lr) * gamma ** 2])
+
+
+def checkpoint_name(model, sn, mod, coeff, seed, epoch=None, extension=".keras"):
+    """File name of a trained model, following DDU's ``model_save_name`` + ``_{epoch}``.
+
+    ``{model}_{seed}``, ``{model}_mod_{seed}``, ``{model}_sn_{coeff}_{seed}`` or
+    ``{model}_sn_{coeff}_mod_{seed}``, then ``_{epoch}`` if given, then ``extension``;
+    ``coeff`` is printed as a float (``3.0``). E.g.
+    ``checkpoint_name("resnet18", True, True, 3.0, 1, 350) == "resnet18_sn_3.0_mod_1_350.keras"``
+    (the original wrote ``resnet18_sn_3.0_mod_1_350.model``).
+
+    Args:
+        model: model name as given to ``get_model`` (e.g. "wide_resnet").
+        sn: spectral normalisation used.
+        mod: ``-mod`` used.
+        coeff: SN coefficient (only part of the name when ``sn``).
+        seed: the run's seed.
+        epoch: number of epochs trained, or None for no epoch suffix.
+        extension: file extension, ".keras" by default ("" for a bare stem).
+    """
+    name = str(model)
+    if sn:
+        name += f"_sn_{float(coeff)}"
+    if mod:
+        name += "_mod"
+    name += f"_{seed}"
+    if epoch is not None:
+        name += f"_{epoch}"
+    return name + extension
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Save the whole model every ``interval`` epochs (the original's ``--save-interval``).
+
+    Args:
+        path_for_epoch: function ``epochs_done -> file path`` (``.keras``).
+        interval: save after epochs ``interval, 2 * interval, ...`` (>= 1).
+    """
+
+    def __init__(self, path_for_epoch, interval):
+        super().__init__()
+        if int(interval) < 1:
+            raise ValueError(f"Expected interval >= 1. Received: interval={interval}")
+        self.path_for_epoch = path_for_epoch
+        self.interval = int(interval)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.interval == 0:
+            self.model.save(self.path_for_epoch(epoch + 1))
+
+
+def make_callbacks(save_path, run_name, *, monitor="val_accuracy", save_interval=None,
+                   tensorboard=True, backup=True, best_checkpoint=True):
+    """TensorBoard, best-on-validation ModelCheckpoint, periodic saves and BackupAndRestore.
+
+    Files (``run_name`` is e.g. ``checkpoint_name(..., extension="")``):
+
+    * ``save_path/stats_logging/{run_name}/`` -- TensorBoard logs (as the original's
+      ``stats_logging/``), per-epoch train/validation loss and accuracy.
+    * ``save_path/{run_name}_best.keras`` -- the model with the best ``monitor``.
+    * ``save_path/{run_name}_{epoch}.keras`` -- every ``save_interval`` epochs.
+    * ``save_path/backup/{run_name}/`` -- BackupAndRestore state (weights, optimizer, epoch)
+      written every epoch; a rerun of the same command resumes from the last finished
+      epoch; deleted when ``fit`` completes.
+
+    Known limitation: after a resume, ModelCheckpoint's best value starts afresh, so the
+    first epoch after the resume always overwrites ``_best.keras``.
+
+    Args:
+        save_path: output directory (created if missing).
+        run_name: stem of every file name.
+        monitor: quantity for the best checkpoint (needs validation data for "val_*").
+        save_interval: periodic save interval in epochs, or None.
+        tensorboard, backup, best_checkpoint: enable the respective callback.
+
+    Returns:
+        List of ``keras.callbacks.Callback``.
+    """
+    if not run_name:
+        raise ValueError(f"Expected a non-empty run_name. Received: run_name={run_name!r}")
+    os.makedirs(save_path, exist_ok=True)
+    callbacks = []
+    if backup:
+        callbacks.append(keras.callbacks.BackupAndRestore(
+            backup_dir=os.path.join(save_path, "backup", run_name)))
+    if tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(
+            log_dir=os.path.join(save_path, "stats_logging", run_name)))
+    if best_checkpoint:
+        callbacks.append(keras.callbacks.ModelCheckpoint(
+            os.path.join(save_path, f"{run_name}_best.keras"), monitor=monitor,
+            save_best_only=True))
+    if save_interval:
+        callbacks.append(EpochCheckpoint(
+            lambda epoch: os.path.join(save_path, f"{run_name}_{epoch}.keras"), save_interval))
+    return callbacks
+
+
+def compile_model(model, optimizer, *, jit_compile=False):
+    """Compile for classification from logits: cross-entropy (batch mean) and accuracy.
+
+    The loss is ``SparseCategoricalCrossentropy(from_logits=True)`` with integer labels,
+    averaged over the batch (``F.cross_entropy``'s default, as in DDU's training loop).
+    The accuracy metric is named ``"accuracy"`` (logged as ``accuracy`` / ``val_accuracy``).
+
+    Args:
+        model: a model returning ``[batch, classes]`` logits.
+        optimizer: e.g. from :func:`make_optimizer`.
+        jit_compile: XLA-compile the train step.
+
+    Returns:
+        The same model, compiled.
+    """
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                  jit_compile=jit_compile)
+    return model
+
+
+DDU_IMAGE_MEAN = (0.4914, 0.4822, 0.4465)
+"""Per-channel mean used by DDU's loaders for CIFAR-10, CIFAR-100 *and* SVHN (all three use
+the CIFAR-10 statistics in the original ``data/ood_detection/*.py``)."""
+DDU_IMAGE_STD = (0.2023, 0.1994, 0.2010)
+"""Per-channel std paired with :data:`DDU_IMAGE_MEAN`."""
+
+
+def normalize_images(images):
+    """``ToTensor`` + ``Normalize(DDU_IMAGE_MEAN, DDU_IMAGE_STD)`` for uint8 RGB images.
+
+    Args:
+        images: uint8 (or [0, 255] float) tensor ``[..., height, width, 3]``.
+
+    Returns:
+        float32 tensor of the same shape, ``(images / 255 - mean) / std``.
+    """
+    x = tf.cast(images, tf.float32) / 255.0
+    return (x - tf.constant(DDU_IMAGE_MEAN)) / tf.constant(DDU_IMAGE_STD)
+
+
+def random_crop_flip(image, padding=4):
+    """``RandomCrop(size, padding)`` + ``RandomHorizontalFlip()`` on one image.
+
+    Zero-pads ``padding`` pixels on each side, crops back to the original size at a random
+    offset and flips left-right with probability 1/2 (torchvision's CIFAR augmentation; pad
+    before normalising so the padding is black, as torchvision does).
+
+    Args:
+        image: ``[height, width, channels]`` tensor (one example, not a batch).
+        padding: pixels of zero padding (>= 0).
+
+    Returns:
+        Tensor of the same shape and dtype.
+    """
+    if int(padding) < 0:
+        raise ValueError(f"Expected padding >= 0. Received: padding={padding}")
+    shape = tf.shape(image)
+    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+    cropped = tf.image.random_crop(padded, shape)
+    return tf.image.random_flip_left_right(cropped)

@@ -1,0 +1,410 @@
+"""Deep Bayesian Active Learning with Image Data (Gal, Islam & Ghahramani 2017) on MNIST.
+
+Experiments (``--experiment``):
+  1  all five acquisition functions with the MC-dropout Bayesian CNN (paper Fig. 1, Table 1).
+  2  BALD / Var Ratios / Max Entropy with MC dropout vs the deterministic CNN (Fig. 2).
+  3  binary two-digit MNIST: MC-dropout acquisition vs Minimum Bayes Risk on an RBF graph
+     (Zhu, Lafferty & Ghahramani 2003) (Fig. 3).
+  4  5000 validation points; test error after 1000 acquired images (Table 2).
+
+Flags of the seed re-implementation (lunayht/DBALwithImgData ``main.py``) keep their
+names and defaults; ``--acq_func``: 0 all, 1 uniform (random), 2 max entropy, 3 BALD,
+4 variation ratios, 5 mean STD. ``--determ`` scores (and tests) with the deterministic
+CNN. Each run is resumable: results are written atomically after every round to
+``<result_dir>/exp<k>/<run>_seed<s>/results.json``; re-running the same command continues from the last
+finished round. Outputs: TensorBoard scalars (``<result_dir>/tensorboard``), a PNG of test
+accuracy vs acquired images, and ``table.json`` / ``table.md`` (images to reach 10% / 5%
+test error, and the error at the last round).
+
+Example (a CPU-scale run)::
+
+    python experiments/bayesian_al.py --experiment 1 --rounds 20 --epochs 50 \\
+        --dropout_iter 20 --test-size 2000
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ddu_tf.active_learning import (ActiveLearningLoop, MCDropoutPredictor,  # noqa: E402
+                                    atomic_write_text, get_acquisition, harmonic_solution,
+                                    initial_state, load_results, mbr_expected_risk,
+                                    random_scores, rbf_graph)
+from ddu_tf.data.mnist_idx import load_idx_arrays  # noqa: E402
+from ddu_tf.models.bayesian_cnn import bayesian_cnn  # noqa: E402
+
+ACQ_FUNC_CODES = {1: ["random"], 2: ["max_entropy"], 3: ["bald"], 4: ["var_ratios"],
+                  5: ["mean_std"],
+                  0: ["random", "bald", "var_ratios", "max_entropy", "mean_std"]}
+PAPER_TABLE_1 = {"random": (255, 835), "mean_std": (230, 695), "bald": (145, 335),
+                 "var_ratios": (120, 295), "max_entropy": (165, 355)}
+PAPER_TABLE_2 = {"random": 4.66, "bald": 1.80, "max_entropy": 1.74, "var_ratios": 1.64}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch_size", type=int, default=128, help="training batch size")
+    p.add_argument("--epochs", type=int, default=50, help="training epochs per round")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--seed", type=int, default=369, help="base seed of every draw")
+    p.add_argument("--experiments", type=int, default=3, help="repeats (seeds seed+e)")
+    p.add_argument("--dropout_iter", type=int, default=100, help="T, MC dropout samples")
+    p.add_argument("--query", type=int, default=10, help="points acquired per round")
+    p.add_argument("--acq_func", type=int, default=0, choices=sorted(ACQ_FUNC_CODES),
+                   help="0 all, 1 uniform, 2 max entropy, 3 BALD, 4 var ratios, 5 mean STD")
+    p.add_argument("--val_size", type=int, default=None,
+                   help="validation points (default 100; 5000 for --experiment 4)")
+    p.add_argument("--result_dir", default="results/bayesian_al")
+    p.add_argument("--determ", action="store_true",
+                   help="deterministic CNN (no dropout) for acquisition and test")
+    p.add_argument("--experiment", type=int, default=1, choices=[1, 2, 3, 4])
+    p.add_argument("--rounds", type=int, default=100, help="acquisition rounds")
+    p.add_argument("--pool-subset", type=int, default=2000,
+                   help="random pool points scored per round (0 = whole pool)")
+    p.add_argument("--initial", type=int, default=20, help="class-balanced initial points")
+    p.add_argument("--reinit", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-initialise the model every round (paper) or keep training")
+    p.add_argument("--data-dir", default=None, help="MNIST IDX dir (else $DDU_TF_DATA_DIR)")
+    p.add_argument("--test-size", type=int, default=10000, help="test points used")
+    p.add_argument("--test-dropout-iter", type=int, default=None,
+                   help="T for MC-averaged test predictions (default --dropout_iter)")
+    p.add_argument("--train-limit", type=int, default=None,
+                   help="use only the first N training images (tests, smoke runs)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 coefficient is weight_decay / N_train (authors: 3.5); "
+                        "default 3.5 unless --tune-weight-decay")
+    p.add_argument("--tune-weight-decay", action="store_true",
+                   help="choose weight_decay on the validation set with keras-tuner")
+    p.add_argument("--tune-trials", type=int, default=4)
+    p.add_argument("--consistent-masks", action="store_true")
+    p.add_argument("--functions", nargs="+", default=None,
+                   help="override the acquisition functions (names)")
+    p.add_argument("--digits", type=int, nargs=2, default=[4, 9],
+                   help="the two digits of the binary task (experiment 3; our default, "
+                        "the paper's pair was not checked)")
+    p.add_argument("--mbr-graph-size", type=int, default=2000,
+                   help="pool points in the MBR graph (experiment 3)")
+    p.add_argument("--summary-only", action="store_true",
+                   help="only rebuild table.json / table.md / PNG from saved results")
+    args = p.parse_args(argv)
+    if args.val_size is None:
+        args.val_size = 5000 if args.experiment == 4 else 100
+    if args.test_dropout_iter is None:
+        args.test_dropout_iter = args.dropout_iter
+    return args
+
+
+def load_data(args):
+    """MNIST as float32 ``[N, 28, 28, 1]`` in [0, 1] and int64 labels."""
+    x_train, y_train = load_idx_arrays("mnist", "train", data_dir=args.data_dir)
+    x_test, y_test = load_idx_arrays("mnist", "test", data_dir=args.data_dir)
+    if args.train_limit:
+        x_train, y_train = x_train[:args.train_limit], y_train[:args.train_limit]
+    if args.experiment == 3:
+        a, b = args.digits
+        keep, keep_test = np.isin(y_train, [a, b]), np.isin(y_test, [a, b])
+        x_train, y_train = x_train[keep], (y_train[keep] == b).astype(np.int64)
+        x_test, y_test = x_test[keep_test], (y_test[keep_test] == b).astype(np.int64)
+    prep = lambda x: (x.astype(np.float32) / 255.0)[..., None]  # noqa: E731
+    return prep(x_train), y_train, prep(x_test), y_test
+
+
+def runs_for(args):
+    """``[(run_name, acquisition_name, determ)]`` of the chosen experiment."""
+    if args.experiment == 2:
+        names = args.functions or ["bald", "var_ratios", "max_entropy"]
+        return [(f"{n}_{mode}", n, mode == "determ") for n in names for mode in ("mc", "determ")]
+    if args.experiment == 3:
+        names = args.functions or ["bald", "var_ratios", "max_entropy", "random"]
+        return [(n, n, args.determ) for n in names] + [("mbr", "mbr", True)]
+    if args.experiment == 4:
+        names = args.functions or ["random", "bald", "max_entropy", "var_ratios"]
+        return [(n, n, args.determ) for n in names]
+    return [(n, n, args.determ) for n in (args.functions or ACQ_FUNC_CODES[args.acq_func])]
+
+
+def round_seed(seed, round_index):
+    return int(np.random.SeedSequence([seed, round_index]).generate_state(1)[0] % (2 ** 31))
+
+
+class CNNRun:
+    """Train / evaluate / score callables of one Bayesian-CNN active-learning run."""
+
+    def __init__(self, args, data, state, acquisition, determ, seed, weight_decay, run_dir):
+        self.args, self.state, self.seed, self.determ = args, state, seed, determ
+        self.x_train, self.y_train, self.x_test, self.y_test = data
+        self.acquisition, self.weight_decay, self.run_dir = acquisition, weight_decay, run_dir
+        self.num_classes = int(max(self.y_train.max(), self.y_test.max()) + 1)
+
+    def build(self, n_train):
+        return bayesian_cnn(self.num_classes, dropout=not self.determ,
+                            weight_decay=self.weight_decay / max(n_train, 1))
+
+    def train(self, labelled, round_index):
+        keras.utils.set_random_seed(round_seed(self.seed, round_index))
+        model = self.build(len(labelled))
+        weights_path = os.path.join(self.run_dir, "weights.weights.h5")
+        if not self.args.reinit and round_index > 0 and os.path.exists(weights_path):
+            model.load_weights(weights_path)
+        model.compile(optimizer=keras.optimizers.Adam(self.args.lr),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(self.x_train[labelled], self.y_train[labelled], epochs=self.args.epochs,
+                  batch_size=self.args.batch_size, verbose=0, shuffle=True)
+        if not self.args.reinit:
+            tmp = weights_path + ".tmp.weights.h5"
+            model.save_weights(tmp)
+            os.replace(tmp, weights_path)
+        return model
+
+    def _predictor(self, model, num_samples):
+        return MCDropoutPredictor(model, num_samples,
+                                  consistent_masks=self.args.consistent_masks)
+
+    def evaluate(self, model, round_index):
+        predictor = self._predictor(model, self.args.test_dropout_iter)
+        seed = (self.seed, round_index)
+        metrics = {}
+        for split, idx, x, y in (("test", self.state.test, self.x_test, self.y_test),
+                                 ("val", self.state.validation, self.x_train, self.y_train)):
+            if not len(idx):
+                continue
+            log_p = predictor.mean_log_probs(x[idx], seed=seed).numpy()
+            accuracy = float(np.mean(log_p.argmax(-1) == y[idx]))
+            metrics[f"{split}/accuracy"] = accuracy
+            metrics[f"{split}/error"] = 1.0 - accuracy
+            metrics[f"{split}/nll"] = float(-np.mean(log_p[np.arange(len(idx)), y[idx]]))
+        return metrics
+
+    def score(self, model, candidates, round_index):
+        seed = (self.seed, 10_000 + round_index)
+        if self.acquisition == "random":
+            return random_scores(tf.zeros([1, len(candidates), 1]), seed=seed).numpy()
+        predictor = self._predictor(model, self.args.dropout_iter)
+        return predictor.reduce(self.x_train[candidates], get_acquisition(self.acquisition),
+                                seed=seed).numpy()
+
+
+class MBRRun:
+    """Minimum Bayes Risk on an RBF graph over labelled + pool subset + test (transductive)."""
+
+    def __init__(self, data, state):
+        self.x_train, self.y_train, self.x_test, self.y_test = data
+        self.state = state
+        self.graph_pool = np.asarray(state.pool, dtype=np.int64)
+        self.initial = np.asarray(state.labelled, dtype=np.int64)
+        self.nodes = np.concatenate([self.initial, self.graph_pool])
+        features = np.concatenate([self.x_train[self.nodes].reshape(len(self.nodes), -1),
+                                   self.x_test[state.test].reshape(len(state.test), -1)])
+        self.weights = rbf_graph(features)
+        self.node_of = {int(i): k for k, i in enumerate(self.nodes)}
+
+    def train(self, labelled, round_index):
+        return np.array([self.node_of[int(i)] for i in labelled], dtype=np.int64)
+
+    def evaluate(self, labelled_nodes, round_index):
+        labels = self.y_train[self.nodes[labelled_nodes]]
+        unlabelled, f_u, _ = harmonic_solution(self.weights, labelled_nodes, labels)
+        test_nodes = np.arange(len(self.nodes), self.weights.shape[0])
+        f_test = f_u[np.searchsorted(unlabelled, test_nodes)]
+        accuracy = float(np.mean((f_test > 0.5) == self.y_test[self.state.test]))
+        return {"test/accuracy": accuracy, "test/error": 1.0 - accuracy}
+
+    def score(self, labelled_nodes, candidates, round_index):
+        labels = self.y_train[self.nodes[labelled_nodes]]
+        cand_nodes = np.array([self.node_of[int(i)] for i in candidates], dtype=np.int64)
+        return -mbr_expected_risk(self.weights, labelled_nodes, labels, cand_nodes)
+
+
+def tune_weight_decay(args, data, state, seed, determ):
+    """Pick ``weight_decay`` (L2 = wd / N_train) on the validation set with keras-tuner."""
+    import keras_tuner
+
+    x_train, y_train = data[0], data[1]
+    labelled, val = np.asarray(state.labelled), np.asarray(state.validation)
+    num_classes = int(y_train.max() + 1)
+
+    def build(hp):
+        wd = hp.Float("weight_decay", 0.035, 35.0, sampling="log")
+        model = bayesian_cnn(num_classes, dropout=not determ, weight_decay=wd / len(labelled))
+        model.compile(optimizer=keras.optimizers.Adam(args.lr),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        return model
+
+    tuner = keras_tuner.RandomSearch(
+        build, objective="val_accuracy", max_trials=args.tune_trials, seed=seed,
+        directory=os.path.join(args.result_dir, "tuner"), project_name=f"wd_{seed}",
+        overwrite=True)
+    tuner.search(x_train[labelled], y_train[labelled], epochs=args.epochs,
+                 batch_size=args.batch_size, validation_data=(x_train[val], y_train[val]),
+                 verbose=0)
+    return float(tuner.get_best_hyperparameters(1)[0].get("weight_decay"))
+
+
+def run_config(args, acquisition, determ, seed, weight_decay):
+    keys = ["batch_size", "epochs", "lr", "dropout_iter", "query", "val_size", "rounds",
+            "pool_subset", "initial", "reinit", "test_size", "test_dropout_iter",
+            "train_limit", "consistent_masks", "experiment", "digits", "mbr_graph_size"]
+    config = {k: getattr(args, k) for k in keys}
+    config.update(acquisition=acquisition, determ=determ, seed=seed, weight_decay=weight_decay)
+    return config
+
+
+def make_state(args, data, seed):
+    _, y_train, x_test, _ = data
+    pool_size = args.mbr_graph_size if args.experiment == 3 else None
+    return initial_state(y_train, num_initial=args.initial, num_validation=args.val_size,
+                         test_size=len(x_test), num_test=args.test_size, seed=seed,
+                         pool_size=pool_size)
+
+
+def tensorboard_callback(log_dir):
+    writer = tf.summary.create_file_writer(log_dir)
+
+    def on_round_end(record, model):
+        with writer.as_default():
+            for name, value in record["metrics"].items():
+                tf.summary.scalar(name, value, step=record["num_acquired"])
+            tf.summary.scalar("time/round_seconds", record["round_seconds"],
+                              step=record["num_acquired"])
+        writer.flush()
+        print(f"  round {record['round']:3d}  acquired {record['num_acquired']:4d}  "
+              + "  ".join(f"{k} {v:.4f}" for k, v in record["metrics"].items())
+              + f"  ({record['round_seconds']:.1f}s)", flush=True)
+    return on_round_end
+
+
+def run_one(args, data, run_name, acquisition, determ, seed):
+    exp_dir = os.path.join(args.result_dir, f"exp{args.experiment}")
+    run_dir = os.path.join(exp_dir, f"{run_name}_seed{seed}")
+    os.makedirs(run_dir, exist_ok=True)
+    state = make_state(args, data, seed)
+    wd_path = os.path.join(run_dir, "weight_decay.json")
+    if acquisition == "mbr":
+        weight_decay = None
+    elif args.weight_decay is not None:
+        weight_decay = args.weight_decay
+    elif args.tune_weight_decay:
+        if not os.path.exists(wd_path):
+            chosen = tune_weight_decay(args, data, state, seed, determ)
+            atomic_write_text(wd_path, json.dumps({"weight_decay": chosen}))
+        with open(wd_path, encoding="utf-8") as handle:
+            weight_decay = json.load(handle)["weight_decay"]
+    else:
+        weight_decay = 3.5
+    if acquisition == "mbr":
+        runner = MBRRun(data, state)
+    else:
+        runner = CNNRun(args, data, state, acquisition, determ, seed, weight_decay, run_dir)
+    loop = ActiveLearningLoop(
+        state, train_fn=runner.train, evaluate_fn=runner.evaluate, score_fn=runner.score,
+        acquisition_size=args.query, num_rounds=args.rounds,
+        result_path=os.path.join(run_dir, "results.json"),
+        pool_subset_size=(args.pool_subset or None) if acquisition != "mbr" else None,
+        config=run_config(args, acquisition, determ, seed, weight_decay),
+        on_round_end=tensorboard_callback(os.path.join(args.result_dir, "tensorboard",
+                                                       f"exp{args.experiment}",
+                                                       f"{run_name}_seed{seed}")))
+    runner.state = loop.state  # resumed state, if any
+    print(f"[{run_name} seed {seed}] starting at round {loop.next_round}", flush=True)
+    return loop.run()
+
+
+def first_reaching(history, max_error):
+    for record in history:
+        if record["metrics"]["test/error"] <= max_error:
+            return record["num_acquired"]
+    return None
+
+
+def summarise(args):
+    """Write table.json / table.md and the accuracy-vs-acquired PNG of one experiment.
+
+    Covers every run found under ``<result_dir>/exp<k>/`` (runs started by separate
+    processes included), averaging the seeds of each run name.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exp_dir = os.path.join(args.result_dir, f"exp{args.experiment}")
+    runs = {}
+    for entry in sorted(os.listdir(exp_dir)) if os.path.isdir(exp_dir) else []:
+        path = os.path.join(exp_dir, entry, "results.json")
+        if "_seed" in entry and os.path.exists(path):
+            runs.setdefault(entry.rsplit("_seed", 1)[0], []).append(path)
+    table, fig = {}, plt.figure(figsize=(7, 4.5))
+    for run_name, paths in runs.items():
+        histories = [load_results(path)["history"] for path in paths]
+        histories = [h for h in histories if h]
+        if not histories:
+            continue
+        length = min(len(h) for h in histories)
+        acquired = [histories[0][r]["num_acquired"] for r in range(length)]
+        acc = np.array([[h[r]["metrics"]["test/accuracy"] for r in range(length)]
+                        for h in histories])
+        plt.plot(acquired, acc.mean(0), label=run_name)
+        reach = {k: [first_reaching(h[:length], thr) for h in histories]
+                 for k, thr in (("to_10pct_error", 0.10), ("to_5pct_error", 0.05))}
+        table[run_name] = {
+            "runs": len(histories), "rounds_done": length - 1,
+            "acquired_last": acquired[-1],
+            "test_error_last_pct": float(100 * (1 - acc[:, -1].mean())),
+            **{k: (float(np.mean(v)) if all(x is not None for x in v) else None)
+               for k, v in reach.items()},
+        }
+    plt.xlabel("acquired images")
+    plt.ylabel("test accuracy (MC-averaged)")
+    plt.title(f"Bayesian active learning, experiment {args.experiment}")
+    plt.grid(alpha=0.3)
+    plt.legend()
+    os.makedirs(exp_dir, exist_ok=True)
+    png = os.path.join(exp_dir, "test_accuracy.png")
+    fig.savefig(png + ".tmp.png", dpi=120, bbox_inches="tight")
+    os.replace(png + ".tmp.png", png)
+    plt.close(fig)
+    atomic_write_text(os.path.join(exp_dir, "table.json"), json.dumps(table, indent=2))
+    paper_header = ("paper error at 1000 (%)" if args.experiment == 4
+                    else "paper images to 10% / 5% err")
+    lines = ["| run | runs | rounds | images to 10% err | to 5% err | error at last (%) "
+             f"| {paper_header} |", "|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "not reached" if v is None else f"{v:.0f}"  # noqa: E731
+    for name, row in table.items():
+        if args.experiment == 4:
+            paper = PAPER_TABLE_2.get(name, "")
+        elif args.experiment == 1:
+            paper = " / ".join(str(v) for v in PAPER_TABLE_1.get(name, ()))
+        else:
+            paper = ""
+        lines.append(f"| {name} | {row['runs']} | {row['rounds_done']} | "
+                     f"{fmt(row['to_10pct_error'])} | {fmt(row['to_5pct_error'])} | "
+                     f"{row['test_error_last_pct']:.2f} | {paper} |")
+    atomic_write_text(os.path.join(exp_dir, "table.md"), "\n".join(lines) + "\n")
+    return table
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tf.get_logger().setLevel("ERROR")
+    data = None if args.summary_only else load_data(args)
+    start = time.perf_counter()
+    if not args.summary_only:
+        for e in range(args.experiments):
+            for run_name, acquisition, determ in runs_for(args):
+                run_one(args, data, run_name, acquisition, determ, args.seed + e)
+                summarise(args)
+    table = summarise(args)
+    print(json.dumps(table, indent=2))
+    print(f"total wall time {time.perf_counter() - start:.1f}s")
+    return table
+
+
+if __name__ == "__main__":
+    main()

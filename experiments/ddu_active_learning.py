@@ -1,0 +1,589 @@
+"""DDU active learning on MNIST and Dirty-MNIST (omegafragger/DDU ``active_learning_script.py``).
+
+Each round a network (or a 5-network ensemble) is trained from scratch on the labelled set,
+evaluated on MNIST test, and the pool is scored by the chosen ``--al-type``:
+
+* ``softmax``: highest softmax entropy;
+* ``ensemble``: highest ensemble predictive entropy, or mutual information with ``-mi``;
+* ``gmm`` (DDU): lowest class-prior-weighted GMM feature density ``sum_c pi_c q(z|c)``, pi
+  from the labelled counts, computed in log space
+  (:mod:`ddu_tf.active_learning.ddu_scoring`).
+
+The top ``--acquisition-batch-size`` are acquired by the shared
+:func:`~ddu_tf.active_learning.acquisition.select_top_k` inside the shared resumable
+:class:`~ddu_tf.active_learning.loop.ActiveLearningLoop`, until ``--max-training-samples``.
+
+Training per round, as the original: Adam (lr 1e-3, coupled L2 weight decay 5e-4, i.e.
+``torch.optim.Adam(weight_decay=5e-4)`` = :class:`ddu_tf.training.TorchAdam`), ``-e`` epochs
+of a fixed-length sampler (5056 draws with replacement-free cycling, batch ``-b`` 64), the
+epoch with the best validation accuracy kept; validation = 10% of the pool (seeded); the
+initial ``--num-initial-samples`` (20) are class-balanced, drawn once and shared by all runs.
+
+Dirty-MNIST (``-ambiguous``): ``--subsample`` clean MNIST images (drawn without replacement;
+the original's with-replacement draw is a bug) + the Ambiguous-MNIST train pairs
+(``--ambiguous-config generated|official``). The fraction of ambiguous samples in the
+training set after each acquisition is measured twice: with the ground-truth flag, and as
+the original does, by a pretrained Dirty-MNIST model's softmax entropy > ``--threshold``
+nats (loaded from ``--saved-model-path``/``--saved-model-name``, or trained here for
+``--pretrain-epochs`` epochs if no path is given; ``--pretrain-epochs 0`` skips the measure,
+which the summary JSON then says).
+
+Outputs in ``--output-dir`` (resumable: re-running the same command continues after the last
+finished round; every file is written atomically):
+
+* ``test_accs_<name>.json`` ``{run: [test accuracy % per round]}`` (the original's layout),
+  and with ``-ambiguous`` ``ambiguous_<name>.json`` ``{run: [threshold fraction per
+  acquisition]}``, ``ambiguous_entropies_<name>.json`` ``{run: {iteration: [entropies]}}``,
+  ``ambiguous_gt_<name>.json`` (ground-truth fractions, same layout as ``ambiguous_``);
+* ``summary_<name>.json``: config, sizes per round, both ambiguity measures (whole training
+  set as the original, and acquired samples only), timings;
+* ``runs/<name>_run<k>.json``: the loop's pool state + history (what resuming reads);
+* ``tensorboard/<name>/run<k>``: scalars ``test/accuracy``, ``al/ambiguous_fraction_gt``,
+  ``al/ambiguous_fraction_threshold`` against the number of labelled samples;
+* ``al_plot_<dataset>.png``: test accuracy vs training-set size for every acquisition type
+  found in the directory (mean +- std over runs), plus the ambiguous fraction on Dirty-MNIST.
+
+Differences from the original, on purpose: the best-validation epoch is really kept (the
+original stores a reference to the model it keeps training, so it always ends with the last
+epoch); the DDU density is ranked in log space (the original's ``exp`` underflows); the
+pretrained model's default ``--trained-model`` is ``resnet18`` with ``-tsn`` (the original's
+default ``resnet18_sn`` is not a key of its model table); ``--num-runs`` is a flag (the
+original hard-codes 5).
+
+Example (CPU scale)::
+
+    python experiments/ddu_active_learning.py --seed 1 --model lenet --al-type gmm \\
+        --max-training-samples 100 --acquisition-batch-size 10 -e 4 --pool-size 10000 \\
+        --num-runs 1 --output-dir results/ddu_active_learning/mnist
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from ddu_tf.active_learning import ddu_scoring  # noqa: E402
+from ddu_tf.active_learning.loop import ActiveLearningLoop, load_results  # noqa: E402
+from ddu_tf.active_learning.pool import atomic_write_text, initial_state  # noqa: E402
+from ddu_tf.data.al_pools import load_al_pool  # noqa: E402
+from ddu_tf.models import MODELS, blocks, get_model, resnet  # noqa: E402
+from ddu_tf.training import TorchAdam  # noqa: E402
+from ddu_tf.uncertainty import softmax_entropy  # noqa: E402
+
+NUM_CLASSES = 10
+INPUT_SHAPE = (28, 28, 1)
+SMALL_RESNET = "small_resnet"
+
+
+# ----------------------------------------------------------------------------- arguments
+def build_parser():
+    """The original's ``al_args`` flags (same names, dests and defaults) plus ours."""
+    p = argparse.ArgumentParser(description="DDU active learning (MNIST / Dirty-MNIST)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--seed", type=int, required=True, dest="seed", help="Seed to use")
+    p.add_argument("--model", type=str, default="resnet18", dest="model_name",
+                   help=f"Model to train: one of {sorted(MODELS)} or {SMALL_RESNET!r}")
+    p.add_argument("-ambiguous", action="store_true", dest="ambiguous",
+                   help="Dirty-MNIST pool: clean MNIST subsample + Ambiguous-MNIST")
+    p.add_argument("--dataset-root", type=str, default=None, dest="dataset_root",
+                   help="Folder holding amnist_samples.pt / amnist_labels.pt (official config); "
+                        "defaults to --data-dir")
+    p.add_argument("--trained-model", type=str, default="resnet18", dest="trained_model_name",
+                   help="Architecture of the pretrained model that flags ambiguous samples")
+    p.add_argument("-tsn", action="store_true", dest="tsn", help="pretrained model uses SN")
+    p.add_argument("--tcoeff", type=float, default=3.0, dest="tcoeff",
+                   help="SN coefficient of the pretrained model")
+    p.add_argument("-tmod", action="store_true", dest="tmod", help="pretrained model uses -mod")
+    p.add_argument("--saved-model-path", type=str, default=None, dest="saved_model_path",
+                   help="Folder of the pretrained .keras model (None: train one, see "
+                        "--pretrain-epochs)")
+    p.add_argument("--saved-model-name", type=str, default="resnet18_sn_3.0_1.keras",
+                   dest="saved_model_name", help="File name of the pretrained model")
+    p.add_argument("--threshold", type=float, default=1.0, dest="threshold",
+                   help="Entropy (nats) above which the pretrained model calls a sample ambiguous")
+    p.add_argument("--subsample", type=int, default=1000, dest="subsample",
+                   help="Clean MNIST images in the Dirty-MNIST pool")
+    p.add_argument("--num-ensemble", type=int, default=5, dest="num_ensemble",
+                   help="Number of models in the ensemble")
+    p.add_argument("-sn", action="store_true", dest="sn", help="spectral normalisation")
+    p.add_argument("--coeff", type=float, default=3.0, dest="coeff", help="SN coefficient")
+    p.add_argument("-mod", action="store_true", dest="mod", help="architectural modifications")
+    p.add_argument("--al-type", type=str, default="softmax", choices=list(ddu_scoring.AL_TYPES),
+                   dest="al_type", help="Acquisition strategy")
+    p.add_argument("-mi", action="store_true", dest="mi", help="ensemble: acquire by MI, not PE")
+    p.add_argument("--num-initial-samples", type=int, default=20, dest="num_initial_samples")
+    p.add_argument("--max-training-samples", type=int, default=300, dest="max_training_samples")
+    p.add_argument("--acquisition-batch-size", type=int, default=5, dest="acquisition_batch_size")
+    p.add_argument("-e", type=int, default=20, dest="epochs", help="Epochs per round")
+    p.add_argument("-b", type=int, default=64, dest="train_batch_size", help="Training batch size")
+    p.add_argument("-tb", type=int, default=512, dest="test_batch_size", help="Test batch size")
+    p.add_argument("-sb", type=int, default=128, dest="scoring_batch_size",
+                   help="Pool scoring batch size")
+    # Ours.
+    p.add_argument("--output-dir", type=str, default="results/ddu_active_learning",
+                   dest="output_dir")
+    p.add_argument("--data-dir", type=str, default=None, dest="data_dir",
+                   help="Manual data folder (mnist/, ambiguous_mnist/); default $DDU_TF_DATA_DIR")
+    p.add_argument("--ambiguous-config", type=str, default="generated",
+                   choices=["generated", "official"], dest="ambiguous_config",
+                   help="Ambiguous-MNIST: regenerated offline (TFDS ambiguous_mnist/generated) "
+                        "or the official .pt files")
+    p.add_argument("--tfds-data-dir", type=str, default=None, dest="tfds_data_dir",
+                   help="TFDS data dir for the generated Ambiguous-MNIST")
+    p.add_argument("--num-runs", type=int, default=5, dest="num_runs",
+                   help="Repetitions (run k seeds its networks with seed + k)")
+    p.add_argument("--fixed-length", type=int, default=5056, dest="fixed_length",
+                   help="Draws per epoch of the fixed-length sampler")
+    p.add_argument("--lr", type=float, default=1e-3, dest="learning_rate")
+    p.add_argument("--weight-decay", type=float, default=5e-4, dest="weight_decay",
+                   help="Coupled L2 weight decay (torch.optim.Adam semantics)")
+    p.add_argument("--val-fraction", type=float, default=0.1, dest="val_fraction",
+                   help="Fraction of the pool held out for best-epoch selection")
+    p.add_argument("--pool-size", type=int, default=None, dest="pool_size",
+                   help="MNIST: random subset of the 60k training images (CPU scale)")
+    p.add_argument("--ambiguous-images", type=int, default=None, dest="ambiguous_images",
+                   help="Dirty-MNIST: keep the first K Ambiguous-MNIST train images (CPU scale)")
+    p.add_argument("--noise-std", type=float, default=0.0, dest="noise_std",
+                   help="Fixed Gaussian noise after normalisation (0 as the DDU repo)")
+    p.add_argument("--pretrain-epochs", type=int, default=2, dest="pretrain_epochs",
+                   help="Epochs of the pretrained ambiguity model when none is loaded (0: skip)")
+    return p
+
+
+def parse_args(argv=None):
+    """Parse and check the flags (ValueError naming the flag on bad values)."""
+    args = build_parser().parse_args(argv)
+    for name in ("num_initial_samples", "acquisition_batch_size", "epochs", "train_batch_size",
+                 "num_runs", "fixed_length", "num_ensemble", "test_batch_size",
+                 "scoring_batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"Expected --{name.replace('_', '-')} >= 1. Received: "
+                             f"{getattr(args, name)}")
+    if args.max_training_samples < args.num_initial_samples:
+        raise ValueError("Expected --max-training-samples >= --num-initial-samples. Received: "
+                         f"{args.max_training_samples} < {args.num_initial_samples}")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise ValueError(f"Expected 0 < --val-fraction < 1. Received: {args.val_fraction}")
+    if args.model_name not in MODELS and args.model_name != SMALL_RESNET:
+        raise ValueError(f"Expected --model in {sorted(MODELS) + [SMALL_RESNET]}. "
+                         f"Received: {args.model_name!r}")
+    if args.mi and args.al_type != "ensemble":
+        raise ValueError(f"-mi needs --al-type ensemble. Received: --al-type {args.al_type}")
+    return args
+
+
+def run_name(args) -> str:
+    """The original's file stem: ``<model>[_sn_<coeff>][_mod]_<seed>_<al_type>[_mi]_<dataset>``."""
+    if args.sn:
+        middle = f"_sn_{args.coeff}_mod_" if args.mod else f"_sn_{args.coeff}_"
+    else:
+        middle = "_mod_" if args.mod else "_"
+    mi = "_mi" if (args.al_type == "ensemble" and args.mi) else ""
+    data = f"dirty_mnist_{args.subsample}" if args.ambiguous else "mnist"
+    return f"{args.model_name}{middle}{args.seed}_{args.al_type}{mi}_{data}"
+
+
+# ----------------------------------------------------------------------------- models
+def small_resnet(num_classes=10, input_shape=INPUT_SHAPE, spectral_normalization=False,
+                 coeff=3.0, mod=False, power_iterations=1, width=16):
+    """A CPU-scale ResNet: 3x3 stem + one BasicBlock per stage (``width``, 2w, 4w; strides 1, 2, 2).
+
+    Same blocks (soft SN, ``-mod``) as :func:`ddu_tf.models.resnet.resnet18`, about 1/60 of its
+    compute; ``[batch, 28, 28, 1]`` -> ``[batch, num_classes]``, layer ``"features"`` ``[batch, 4w]``.
+    """
+    blocks.check_common_args(num_classes, coeff, power_iterations)
+    sn_kwargs = {"spectral_normalization": bool(spectral_normalization), "coeff": float(coeff),
+                 "power_iterations": int(power_iterations)}
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    x = blocks.conv(inputs, width, 3, 1, name="stem_conv", **sn_kwargs)
+    x = blocks.activation(blocks.batch_norm(x, name="stem_bn"), mod=mod, name="stem_act")
+    for stage, (planes, stride) in enumerate(((width, 1), (2 * width, 2), (4 * width, 2)), 1):
+        x = resnet.basic_block(x, planes, stride, mod=mod, sn_kwargs=sn_kwargs,
+                               name=f"stage{stage}_block1")
+    features = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    return keras.Model(inputs, blocks.classifier(features, num_classes), name=SMALL_RESNET)
+
+
+def build_model(name, sn, coeff, mod):
+    """A fresh network ``[batch, 28, 28, 1]`` -> logits (registry model or the small ResNet)."""
+    if name == SMALL_RESNET:
+        return small_resnet(NUM_CLASSES, INPUT_SHAPE, spectral_normalization=sn, coeff=coeff, mod=mod)
+    return get_model(name, num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE,
+                     spectral_normalization=sn, coeff=coeff, mod=mod)
+
+
+def fixed_length_indices(n: int, target_length: int, rng: np.random.Generator) -> np.ndarray:
+    """One epoch of the original's ``RandomFixedLengthSampler``: ``int64 [max(target, n)]``.
+
+    If ``target_length < n`` a plain permutation of ``n``; else a permutation of the next
+    multiple of ``n`` at or above ``target_length``, cut to ``target_length``, modulo ``n``
+    (every sample appears ``floor`` or ``ceil`` of ``target / n`` times).
+    """
+    if n < 1 or target_length < 1:
+        raise ValueError(f"Expected n >= 1 and target_length >= 1. Received: n={n}, "
+                         f"target_length={target_length}")
+    if target_length < n:
+        return rng.permutation(n).astype(np.int64)
+    padded = target_length + (-target_length % n)
+    return (rng.permutation(padded)[:target_length] % n).astype(np.int64)
+
+
+class Member:
+    """One network with its optimizer and compiled train step, re-initialised every round.
+
+    Keeping the objects across rounds (fresh weights copied in, optimizer state restored to
+    its initial values) lets the compiled train step and the cached compiled forward pass of
+    :func:`ddu_scoring.compiled_forward` be traced once per process instead of once per round.
+    """
+
+    def __init__(self, args, model_name=None, sn=None, coeff=None, mod=None):
+        self.spec = (model_name or args.model_name, args.sn if sn is None else sn,
+                     args.coeff if coeff is None else coeff, args.mod if mod is None else mod)
+        self.model = build_model(*self.spec)
+        self.optimizer = TorchAdam(args.learning_rate, coupled_weight_decay=args.weight_decay)
+        self.optimizer.build(self.model.trainable_variables)
+        self._initial_optimizer = [v.numpy() for v in self.optimizer.variables]
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model, optimizer = self.model, self.optimizer
+
+        @tf.function(input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.float32),
+                                      tf.TensorSpec([None], tf.int64)])
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+
+        self.step = step
+
+    def reset(self, seed: int):
+        """Fresh random weights (seeded) and a fresh optimizer state."""
+        keras.utils.set_random_seed(seed)
+        self.model.set_weights(build_model(*self.spec).get_weights())
+        for var, value in zip(self.optimizer.variables, self._initial_optimizer):
+            var.assign(value)
+
+    def train_epoch(self, x, y, batch_size, target_length, rng):
+        order = fixed_length_indices(x.shape[0], target_length, rng)
+        for start in range(0, order.size, batch_size):
+            idx = order[start:start + batch_size]
+            self.step(tf.constant(x[idx]), tf.constant(y[idx]))
+
+
+def predict_log_probs(models, images, batch_size):
+    """Mean-softmax log-probabilities of one model or an ensemble: ``[N, C]`` float64."""
+    logits = np.stack([ddu_scoring.predict_features_and_logits(m, images, batch_size=batch_size,
+                                                               with_features=False)
+                       for m in models]).astype(np.float64)
+    log_p = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+    return np.logaddexp.reduce(log_p, axis=0) - np.log(len(models))
+
+
+def accuracy_percent(models, images, labels, batch_size):
+    return 100.0 * float(np.mean(np.argmax(predict_log_probs(models, images, batch_size), -1) == labels))
+
+
+def train_round(members, x, y, val_x, val_y, args, seed):
+    """Train all members ``-e`` epochs; keep the epoch with the best (ensemble) val accuracy."""
+    for k, member in enumerate(members):
+        member.reset(seed * 1000 + k)
+    rngs = [np.random.default_rng([seed, k]) for k in range(len(members))]
+    best, best_weights = -1.0, None
+    for _ in range(args.epochs):
+        for member, rng in zip(members, rngs):
+            member.train_epoch(x, y, args.train_batch_size, args.fixed_length, rng)
+        val_acc = accuracy_percent([m.model for m in members], val_x, val_y, args.test_batch_size)
+        if val_acc > best:
+            best, best_weights = val_acc, [m.model.get_weights() for m in members]
+    for member, weights in zip(members, best_weights):
+        member.model.set_weights(weights)
+    return best
+
+
+# ----------------------------------------------------------------------------- ambiguity
+def pretrained_entropies(args, pool, log):
+    """Softmax entropy (nats) of the pretrained Dirty-MNIST model on every pool sample.
+
+    Returns ``(entropies [N] or None, info dict)``; ``None`` with ``info["skipped"]`` set when
+    no model is given and ``--pretrain-epochs 0``.
+    """
+    if args.saved_model_path is not None:
+        path = os.path.join(args.saved_model_path, args.saved_model_name)
+        if not os.path.exists(path):
+            raise ValueError(f"--saved-model-path/--saved-model-name: no file {path!r}. Pass an "
+                             "existing .keras model or omit --saved-model-path to train one.")
+        model = keras.models.load_model(path, compile=False)
+        info = {"source": "loaded", "path": path}
+    elif args.pretrain_epochs > 0:
+        tag = "_sn" if args.tsn else ""
+        tag += "_mod" if args.tmod else ""
+        path = os.path.join(args.output_dir, "pretrained",
+                            f"{args.trained_model_name}{tag}_{args.tcoeff}_{args.seed}_"
+                            f"{args.ambiguous_config}_e{args.pretrain_epochs}.keras")
+        if os.path.exists(path):
+            model = keras.models.load_model(path, compile=False)
+        else:
+            model = train_pretrained(args, log)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = path + ".tmp.keras"
+            model.save(tmp)
+            os.replace(tmp, path)
+        info = {"source": f"trained here on Dirty-MNIST train for {args.pretrain_epochs} epochs",
+                "path": path, "architecture": args.trained_model_name, "sn": args.tsn,
+                "mod": args.tmod, "coeff": args.tcoeff}
+    else:
+        return None, {"skipped": "No pretrained model given (--saved-model-path) and "
+                                 "--pretrain-epochs 0: the entropy-threshold ambiguity measure "
+                                 "is not computed; the ground-truth is_ambiguous measure is."}
+    logits = ddu_scoring.predict_features_and_logits(model, pool.images,
+                                                     batch_size=args.test_batch_size,
+                                                     with_features=False)
+    ent = np.asarray(softmax_entropy(logits), np.float64)
+    flagged = ent > args.threshold
+    info.update({
+        "threshold_nats": args.threshold,
+        "pool_flagged_fraction": float(flagged.mean()),
+        "pool_ambiguous_fraction_gt": float(pool.is_ambiguous.mean()),
+        "flagged_among_ambiguous": float(flagged[pool.is_ambiguous].mean()) if pool.is_ambiguous.any() else None,
+        "flagged_among_clean": float(flagged[~pool.is_ambiguous].mean()) if (~pool.is_ambiguous).any() else None,
+    })
+    return ent, info
+
+
+def train_pretrained(args, log):
+    """Train the ambiguity-flagging model on Dirty-MNIST train (all 60k MNIST + ambiguous pairs)."""
+    from ddu_tf.data import dirty_mnist  # heavy TFDS import only when needed
+    arrays = dirty_mnist.load_dirty_arrays("train_full", args.ambiguous_config,
+                                           args.dataset_root or args.data_dir, args.tfds_data_dir)
+    x, y = dirty_mnist.prepare(arrays)
+    log(f"training the pretrained ambiguity model ({args.trained_model_name}, sn={args.tsn}, "
+        f"mod={args.tmod}) on {len(y)} Dirty-MNIST samples for {args.pretrain_epochs} epochs")
+    member = Member(args, args.trained_model_name, args.tsn, args.tcoeff, args.tmod)
+    member.reset(args.seed + 7919)
+    rng = np.random.default_rng([args.seed, 7919])
+    for _ in range(args.pretrain_epochs):
+        member.train_epoch(x, y, 128, len(y), rng)
+    return member.model
+
+
+# ----------------------------------------------------------------------------- outputs
+def _dump(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=1))
+
+
+def write_outputs(args, name, pool, run_paths, entropies, threshold_info, timings):
+    """Rebuild every aggregate JSON from the per-run loop files (so resuming is exact)."""
+    test_accs, amb_thr, amb_ent, amb_gt, runs = {}, {}, {}, {}, {}
+    for run, path in enumerate(run_paths):
+        if not os.path.exists(path):
+            continue
+        saved = load_results(path)
+        history, labelled = saved["history"], np.asarray(saved["state"]["labelled"], np.int64)
+        if not history:
+            continue
+        n0 = history[0]["num_labelled"]
+        test_accs[run] = [h["metrics"]["test/accuracy"] for h in history]
+        sizes, gt_all, gt_acq, thr_all, thr_acq, ents = [], [], [], [], [], {}
+        for it, h in enumerate(history):
+            if not h["acquired"]:
+                continue
+            size = h["num_labelled"] + len(h["acquired"])
+            train_idx, acq_idx = labelled[:size], labelled[n0:size]
+            sizes.append(size)
+            gt_all.append(float(pool.is_ambiguous[train_idx].mean()))
+            gt_acq.append(float(pool.is_ambiguous[acq_idx].mean()))
+            if entropies is not None:
+                thr_all.append(float((entropies[train_idx] > args.threshold).mean()))
+                thr_acq.append(float((entropies[acq_idx] > args.threshold).mean()))
+                ents[it] = [float(e) for e in entropies[train_idx]]
+        runs[run] = {"num_labelled": [h["num_labelled"] for h in history],
+                     "test_accuracy": test_accs[run],
+                     "round_seconds": [h["round_seconds"] for h in history],
+                     "size_after_acquisition": sizes}
+        if args.ambiguous:
+            amb_gt[run] = gt_all
+            runs[run].update({"ambiguous_fraction_gt": gt_all,
+                              "ambiguous_fraction_gt_acquired_only": gt_acq})
+            if entropies is not None:
+                amb_thr[run], amb_ent[run] = thr_all, ents
+                runs[run].update({"ambiguous_fraction_threshold": thr_all,
+                                  "ambiguous_fraction_threshold_acquired_only": thr_acq})
+    out = args.output_dir
+    _dump(os.path.join(out, f"test_accs_{name}.json"), test_accs)
+    if args.ambiguous:
+        _dump(os.path.join(out, f"ambiguous_gt_{name}.json"), amb_gt)
+        if entropies is not None:
+            _dump(os.path.join(out, f"ambiguous_{name}.json"), amb_thr)
+            _dump(os.path.join(out, f"ambiguous_entropies_{name}.json"), amb_ent)
+    summary = {
+        "name": name,
+        "dataset": "dirty_mnist" if args.ambiguous else "mnist",
+        "al_type": args.al_type + ("_mi" if args.mi else ""),
+        "args": vars(args),
+        "pool": {"size": len(pool), "ambiguous": int(pool.is_ambiguous.sum())},
+        "ambiguity_threshold_measure": threshold_info,
+        "runs": runs,
+        "timings": timings,
+    }
+    _dump(os.path.join(out, f"summary_{name}.json"), summary)
+    return summary
+
+
+def plot_results(output_dir, dataset):
+    """``al_plot_<dataset>.png``: accuracy (and ambiguous fraction) vs training-set size."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summaries = []
+    for path in sorted(glob.glob(os.path.join(output_dir, "summary_*.json"))):
+        with open(path, encoding="utf-8") as handle:
+            s = json.load(handle)
+        if s["dataset"] == dataset and s["runs"]:
+            summaries.append(s)
+    if not summaries:
+        return None
+    ambiguous = dataset == "dirty_mnist"
+    fig, axes = plt.subplots(1, 2 if ambiguous else 1, figsize=(11 if ambiguous else 6, 4.2),
+                             squeeze=False)
+    labels = {"softmax": "Softmax entropy", "gmm": "DDU (GMM density)",
+              "ensemble": "5-Ensemble PE", "ensemble_mi": "5-Ensemble MI"}
+    for s in summaries:
+        runs = list(s["runs"].values())
+        length = min(len(r["test_accuracy"]) for r in runs)
+        x = runs[0]["num_labelled"][:length]
+        acc = np.array([r["test_accuracy"][:length] for r in runs])
+        label = labels.get(s["al_type"], s["al_type"])
+        axes[0, 0].plot(x, acc.mean(0), label=label)
+        if len(runs) > 1:
+            axes[0, 0].fill_between(x, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0), alpha=0.2)
+        if ambiguous and all("ambiguous_fraction_gt" in r for r in runs):
+            n = min(len(r["ambiguous_fraction_gt"]) for r in runs)
+            if n:
+                frac = np.array([r["ambiguous_fraction_gt"][:n] for r in runs])
+                axes[0, 1].plot(runs[0]["size_after_acquisition"][:n], 100 * frac.mean(0), label=label)
+    axes[0, 0].set_xlabel("Number of training samples")
+    axes[0, 0].set_ylabel("Test accuracy (%)")
+    axes[0, 0].set_title(f"Active learning on {'Dirty-MNIST' if ambiguous else 'MNIST'}")
+    axes[0, 0].grid(alpha=0.3)
+    axes[0, 0].legend()
+    if ambiguous:
+        axes[0, 1].set_xlabel("Number of training samples")
+        axes[0, 1].set_ylabel("Ambiguous samples in training set (%)")
+        axes[0, 1].set_title("Ground-truth ambiguous fraction")
+        axes[0, 1].grid(alpha=0.3)
+        axes[0, 1].legend()
+    fig.tight_layout()
+    path = os.path.join(output_dir, f"al_plot_{dataset}.png")
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.output_dir, exist_ok=True)
+    name = run_name(args)
+    start = time.perf_counter()
+
+    def log(message):
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {message}", flush=True)
+
+    pool, test_x, test_y = load_al_pool(
+        "dirty_mnist" if args.ambiguous else "mnist", variant=args.ambiguous_config,
+        data_dir=args.dataset_root or args.data_dir, tfds_data_dir=args.tfds_data_dir,
+        subsample=args.subsample, pool_size=args.pool_size,
+        ambiguous_images_limit=args.ambiguous_images, seed=args.seed, noise_std=args.noise_std)
+    log(f"pool {len(pool)} samples ({int(pool.is_ambiguous.sum())} ambiguous), test {len(test_y)}")
+    entropies, threshold_info = (pretrained_entropies(args, pool, log) if args.ambiguous
+                                 else (None, {"skipped": "MNIST pool: no ambiguous samples"}))
+    num_rounds = math.ceil((args.max_training_samples - args.num_initial_samples)
+                           / args.acquisition_batch_size)
+    state0 = initial_state(pool.labels, num_initial=args.num_initial_samples,
+                           num_validation=int(math.floor(args.val_fraction * len(pool))),
+                           seed=args.seed, balanced=True)
+    val_idx = np.asarray(state0.validation, np.int64)
+    val_x, val_y = pool.images[val_idx], pool.labels[val_idx]
+    members = [Member(args) for _ in range(args.num_ensemble if args.al_type == "ensemble" else 1)]
+    loop_config = {k: v for k, v in vars(args).items()
+                   if k not in ("output_dir", "data_dir", "dataset_root", "tfds_data_dir",
+                                "num_runs", "saved_model_path", "test_batch_size",
+                                "scoring_batch_size", "pretrain_epochs")}
+    run_paths = [os.path.join(args.output_dir, "runs", f"{name}_run{run}.json")
+                 for run in range(args.num_runs)]
+    timings = {}
+    for run in range(args.num_runs):
+        writer = tf.summary.create_file_writer(
+            os.path.join(args.output_dir, "tensorboard", name, f"run{run}"))
+        trained = {}
+
+        def train_fn(labelled, round_index, run=run):
+            trained["labelled"] = labelled
+            best = train_round(members, pool.images[labelled], pool.labels[labelled], val_x,
+                               val_y, args, seed=(args.seed + run) * 10_000 + round_index)
+            trained["val"] = best
+            return [m.model for m in members]
+
+        def evaluate_fn(models, round_index):
+            return {"test/accuracy": accuracy_percent(models, test_x, test_y, args.test_batch_size),
+                    "val/accuracy": trained["val"]}
+
+        def score_fn(models, candidates, round_index):
+            labelled = trained["labelled"]
+            return ddu_scoring.acquisition_scores(
+                args.al_type, models, pool.images[candidates],
+                labelled_images=pool.images[labelled], labelled_labels=pool.labels[labelled],
+                num_classes=NUM_CLASSES, mutual_information=args.mi,
+                batch_size=args.scoring_batch_size)
+
+        def on_round_end(record, models, run=run):
+            size = record["num_labelled"]
+            with writer.as_default():
+                tf.summary.scalar("test/accuracy", record["metrics"]["test/accuracy"], step=size)
+                if args.ambiguous and record["acquired"]:
+                    now = np.asarray(loop.state.labelled, np.int64)
+                    tf.summary.scalar("al/ambiguous_fraction_gt", pool.is_ambiguous[now].mean(),
+                                      step=len(now))
+                    if entropies is not None:
+                        tf.summary.scalar("al/ambiguous_fraction_threshold",
+                                          (entropies[now] > args.threshold).mean(), step=len(now))
+            writer.flush()
+            log(f"run {run} round {record['round']}: {size} labelled, test acc "
+                f"{record['metrics']['test/accuracy']:.2f}% ({record['round_seconds']:.1f}s)")
+            write_outputs(args, name, pool, run_paths, entropies, threshold_info, timings)
+
+        loop = ActiveLearningLoop(
+            copy.deepcopy(state0),
+            train_fn=train_fn, evaluate_fn=evaluate_fn, score_fn=score_fn,
+            acquisition_size=args.acquisition_batch_size, num_rounds=num_rounds,
+            result_path=run_paths[run], config=loop_config, on_round_end=on_round_end)
+        if loop.next_round > 0:
+            log(f"run {run}: resuming at round {loop.next_round} of {num_rounds}")
+        loop.run()
+        writer.close()
+        timings[f"run{run}_seconds_this_invocation"] = time.perf_counter() - start
+    summary = write_outputs(args, name, pool, run_paths, entropies, threshold_info, timings)
+    plot = plot_results(args.output_dir, summary["dataset"])
+    log(f"done in {time.perf_counter() - start:.0f}s; plot {plot}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""Evaluate trained DDU networks (TensorFlow counterpart of omegafragger/DDU ``evaluate.py``).
+
+Example (DDU = WRN-28-10 + SN + mod with a GMM on its features, CIFAR-10 vs SVHN, 5 runs):
+
+    python experiments/evaluate.py --seed 1 --dataset cifar10 --ood_dataset svhn \\
+        --model wide_resnet -sn -mod --coeff 3.0 --model-type gmm --runs 5 --load-path runs/wrn/
+
+Flags follow the original's ``eval_args``: ``--seed --dataset --ood_dataset --load-path
+--model --runs -sn -mod --coeff --ensemble --model-type {softmax,ensemble,gmm} -b``, plus
+``--dataset-root`` (data directory passed to ``ddu_tf.data.load``), ``-e/--epoch`` (which
+checkpoint: an epoch count or ``best``; the original hard-codes it), ``--val-size``,
+``--output-dir`` and ``--strategy {default,mirrored,multiworker,tpu}`` (``ddu_tf.distribute``). The original's ``--no-gpu`` and ``--data-aug`` are not offered (TensorFlow
+places ops itself; the GMM is fitted on un-augmented training features, the original's
+default).
+
+Models come from ``experiments/train.py``: run ``i`` (0-based) of a ``softmax`` / ``gmm``
+evaluation loads the network trained with seed ``seed + i``; run ``i`` of an ``ensemble``
+loads members with the consecutive seeds ``seed + ensemble * i + j``, ``j < ensemble``. Each
+file ``checkpoint_name(model, sn, mod, coeff, seed, epoch)`` is looked up in
+``load-path/Run{i+1}/`` (the original's layout) and then in ``load-path/``.
+
+Data: the test split of ``--dataset`` (in-distribution) and of ``--ood_dataset``; the
+validation split (for temperature scaling) and the training split (for the GMM) are those
+``experiments/train.py`` used for that seed. Metrics per run: see ``ddu_tf.evaluation``
+(m1/m2 semantics per model type); the JSON file
+``res_{checkpoint stem}_{model_type}_{dataset}_{ood_dataset}.json`` has the original's
+layout ``{"mean", "std" (standard error), "values", "info"}``.
+
+Distributed evaluation (``--strategy mirrored|multiworker|tpu``, see ``docs/distributed.md``):
+the models are loaded under ``strategy.scope()``; logits and features are computed with
+``ddu_tf.distribute.sharded_scores`` (batches of ``-b`` rows per replica, gathered back in
+data-set order) and the GMM from ``ddu_tf.distribute.distributed_class_statistics``
+(per-replica float64 moments merged exactly), so the metrics equal the single-device ones up
+to floating-point rounding. Only the chief worker writes the JSON file.
+"""
+import argparse
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import ddu_tf  # noqa: E402,F401  (registers the TFDS builders)
+import ddu_tf.layers  # noqa: E402,F401  (registers the SN layer for load_model)
+import ddu_tf.models  # noqa: E402,F401
+from ddu_tf import data as ddu_data  # noqa: E402
+from ddu_tf import distribute, evaluation, training  # noqa: E402
+from ddu_tf.density import ClassConditionalGaussians  # noqa: E402
+from ddu_tf.models import features_and_logits  # noqa: E402
+from train import DATASETS, train_validation_arrays  # noqa: E402  (the split train.py used)
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _epoch(text):
+    if text == "best":
+        return text
+    return _positive_int(text)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description="Evaluate DDU models (accuracy, ECE, OoD AUROC/AUPRC) and write JSON.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--seed", type=int, required=True, help="seed of the first run's model")
+    parser.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS),
+                        help="in-distribution data set")
+    parser.add_argument("--ood_dataset", default="svhn", choices=sorted(DATASETS),
+                        help="OoD data set for the given training data set")
+    parser.add_argument("--dataset-root", dest="dataset_root", default=None,
+                        help="data directory passed to ddu_tf.data.load")
+    parser.add_argument("-b", type=_positive_int, default=128, dest="batch_size", help="batch size")
+    parser.add_argument("--load-path", dest="load_loc", default="./",
+                        help="directory with the models saved by experiments/train.py")
+    parser.add_argument("--model", default="resnet50", choices=sorted(ddu_tf.models.MODELS),
+                        help="network name used for training")
+    parser.add_argument("--runs", type=_positive_int, default=5, help="models to aggregate over")
+    parser.add_argument("-sn", "--sn", dest="sn", action="store_true",
+                        help="the models use spectral normalisation")
+    parser.add_argument("--coeff", type=float, default=3.0, help="SN coefficient of the models")
+    parser.add_argument("-mod", "--mod", dest="mod", action="store_true",
+                        help="the models use the architectural modifications")
+    parser.add_argument("--ensemble", type=_positive_int, default=5,
+                        help="number of models in an ensemble")
+    parser.add_argument("--model-type", dest="model_type", default="softmax",
+                        choices=evaluation.MODEL_TYPES, help="type of model to evaluate")
+    parser.add_argument("-e", "--epoch", dest="epoch", type=_epoch, default=350,
+                        help="checkpoint to load: epochs trained, or 'best'")
+    parser.add_argument("--val-size", dest="val_size", type=float, default=0.1,
+                        help="validation fraction held out by train.py")
+    parser.add_argument("--output-dir", dest="output_dir", default="./",
+                        help="directory of the JSON result")
+    distribute.add_strategy_argument(parser)
+    return parser
+
+
+class Extractor:
+    """Logits / features / GMM of a model over a batched ``(x, y)`` dataset, on one device
+    (``ddu_tf.evaluation``) or sharded over the replicas of ``strategy``.
+
+    Args:
+      strategy: the ``tf.distribute`` strategy, or None for the single-device functions.
+      batch_size: rows per replica per step in the distributed case.
+    """
+
+    def __init__(self, strategy, batch_size):
+        self.strategy = strategy
+        self.batch_size = batch_size
+
+    def load_model(self, path):
+        if self.strategy is None:
+            return keras.models.load_model(path)
+        with self.strategy.scope():
+            return keras.models.load_model(path)
+
+    def _sharded(self, net, dataset):
+        def score_fn(batch, indices):
+            x, y = batch
+            out = net(x, training=False)
+            return (*out, y) if isinstance(out, (list, tuple)) else (out, y)
+        return distribute.sharded_scores(self.strategy, score_fn, dataset.unbatch(),
+                                         self.batch_size)
+
+    def logits(self, model, dataset):
+        """``(logits [n, classes] float64, labels [n] int64)``."""
+        if self.strategy is None:
+            return evaluation.extract_logits(model, dataset)
+        logits, labels = self._sharded(model, dataset)
+        return logits.astype(np.float64), labels.astype(np.int64)
+
+    def features_and_logits(self, model, dataset):
+        """``(features [n, dim], logits [n, classes]`` float64, ``labels [n]`` int64)."""
+        if self.strategy is None:
+            return evaluation.extract_features_and_logits(model, dataset)
+        features, logits, labels = self._sharded(features_and_logits(model), dataset)
+        return features.astype(np.float64), logits.astype(np.float64), labels.astype(np.int64)
+
+    def fit_gmm(self, model, dataset, num_classes):
+        """DDU's GMM on the features of ``model`` over ``dataset`` (float64 statistics)."""
+        if self.strategy is None:
+            return evaluation.fit_gmm(model, dataset, num_classes)
+        net = features_and_logits(model)
+        stats = distribute.distributed_class_statistics(
+            self.strategy, lambda x: net(x, training=False)[0],
+            lambda ctx: dataset.shard(ctx.num_input_pipelines, ctx.input_pipeline_id),
+            num_classes)
+        return ClassConditionalGaussians.from_statistics(stats)
+
+
+def _preprocess(spec):
+    """The un-augmented preprocessing of experiments/train.py for data set ``spec``."""
+    def prepare(x, y):
+        x = training.normalize_images(x) if spec.rgb_uint8 else tf.cast(x, tf.float32)
+        return x, y
+    return prepare
+
+
+def _pipeline(spec, arrays, batch_size):
+    return (tf.data.Dataset.from_tensor_slices(arrays)
+            .map(_preprocess(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def load_test_split(name, args):
+    """Batched test split of data set ``name`` with its training-time preprocessing."""
+    spec = DATASETS[name]
+    return ddu_data.load(spec.source, "test", args.batch_size, data_dir=args.dataset_root,
+                         preprocess=_preprocess(spec))
+
+
+def train_val_datasets(args, seed):
+    """Training and validation pipelines of the split train.py used for ``seed``."""
+    spec = DATASETS[args.dataset]
+    train_arrays, val_arrays = train_validation_arrays(
+        spec, seed=seed, val_size=args.val_size, data_dir=args.dataset_root)
+    return (_pipeline(spec, train_arrays, args.batch_size),
+            _pipeline(spec, val_arrays, args.batch_size))
+
+
+def model_path(args, run, seed):
+    """Path of the checkpoint trained with ``seed``; ``Run{run+1}/`` first, then the root."""
+    name = training.checkpoint_name(args.model, args.sn, args.mod, args.coeff, seed, args.epoch)
+    candidates = [os.path.join(args.load_loc, f"Run{run + 1}", name),
+                  os.path.join(args.load_loc, name)]
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    raise ValueError(f"Expected a model saved by experiments/train.py at one of {candidates}. "
+                     "Check --load-path, --model, -sn, -mod, --coeff, --seed and --epoch.")
+
+
+def evaluate_run(args, run, test_ds, ood_ds, extractor=None):
+    """Metric dict of run ``run`` (see ``ddu_tf.evaluation``).
+
+    ``extractor``: an :class:`Extractor` (default: single device).
+    """
+    extractor = extractor or Extractor(None, args.batch_size)
+    num_classes = DATASETS[args.dataset].num_classes
+    if args.model_type == "ensemble":
+        seeds = [args.seed + args.ensemble * run + j for j in range(args.ensemble)]
+        test_logits, ood_logits, val_logits, val_labels = [], [], [], []
+        for seed in seeds:
+            model = extractor.load_model(model_path(args, run, seed))
+            _, val_ds = train_val_datasets(args, seed)
+            logits, test_labels = extractor.logits(model, test_ds)
+            test_logits.append(logits)
+            ood_logits.append(extractor.logits(model, ood_ds)[0])
+            v_logits, v_labels = extractor.logits(model, val_ds)
+            val_logits.append(v_logits)
+            val_labels.append(v_labels)
+        return evaluation.ensemble_metrics(np.stack(test_logits), test_labels,
+                                           np.stack(ood_logits), val_logits, val_labels)
+
+    seed = args.seed + run
+    model = extractor.load_model(model_path(args, run, seed))
+    train_ds, val_ds = train_val_datasets(args, seed)
+    val_logits, val_labels = extractor.logits(model, val_ds)
+    if args.model_type == "softmax":
+        test_logits, test_labels = extractor.logits(model, test_ds)
+        ood_logits, _ = extractor.logits(model, ood_ds)
+        return evaluation.softmax_metrics(test_logits, test_labels, ood_logits,
+                                          val_logits, val_labels)
+    gmm = extractor.fit_gmm(model, train_ds, num_classes)
+    test_features, test_logits, test_labels = extractor.features_and_logits(model, test_ds)
+    ood_features, _, _ = extractor.features_and_logits(model, ood_ds)
+    result = evaluation.gmm_metrics(
+        test_logits, test_labels,
+        gmm.class_log_densities(test_features).numpy(),
+        gmm.class_log_densities(ood_features).numpy(),
+        val_logits, val_labels,
+    )
+    result["jitter"] = gmm.jitter
+    return result
+
+
+def output_path(args, output_dir=None):
+    """Path of the JSON result in ``output_dir`` (default ``args.output_dir``)."""
+    stem = training.checkpoint_name(args.model, args.sn, args.mod, args.coeff, args.seed,
+                                    extension="")
+    name = f"res_{stem}_{args.model_type}_{args.dataset}_{args.ood_dataset}.json"
+    return os.path.join(args.output_dir if output_dir is None else output_dir, name)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    strategy = distribute.strategy_from_args(args)  # first: multi-worker needs it at startup
+    extractor = Extractor(None if args.strategy == "default" else strategy, args.batch_size)
+    keras.utils.set_random_seed(args.seed)
+    test_ds = load_test_split(args.dataset, args)
+    ood_ds = load_test_split(args.ood_dataset, args)
+    runs = []
+    for run in range(args.runs):
+        print(f"Evaluating run {run + 1}/{args.runs}")
+        runs.append(evaluate_run(args, run, test_ds, ood_ds, extractor))
+        print({key: round(float(runs[-1][key]), 4) for key in evaluation.METRIC_KEYS})
+    result = evaluation.summarize(runs)
+    result["info"] = vars(args)
+    output_dir = distribute.worker_directory(strategy, args.output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    path = output_path(args, output_dir)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"Results written to {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,135 @@
+"""Ambiguous-MNIST figure (samples per class ordered by label entropy) and statistics.
+
+Figure: one row per class (the image's most frequent label), ``--columns`` images per row taken
+at evenly spaced quantiles of the label entropy (left: least ambiguous, right: most), as in the
+original ``amnist_digits.png``.
+
+Statistics (``--stats-dir``): label entropy of the unique images (mean, histogram), and the
+softmax entropy that an independent MNIST-trained LeNet (seed ``--lenet-seed``, not one of the
+generation ensemble's seeds) gives the ambiguous images vs MNIST test images.
+
+    python experiments/plot_ambiguous_mnist.py --variant generated \
+        --out results/ambiguous_mnist/amnist_digits.png --stats-dir results/ambiguous_mnist
+"""
+import argparse
+import json
+import pathlib
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+import ddu_tf  # noqa: E402,F401  (registers the TFDS builders)
+from ddu_tf.data import ambiguous_generation, dirty_mnist, mnist_idx  # noqa: E402
+from tfds_builders.ambiguous_mnist import ambiguous_mnist_dataset_builder  # noqa: E402,F401
+
+ENTROPY_BINS = np.linspace(0.0, np.log(10.0), 21)
+
+
+def unique_images(variant, data_dir, tfds_data_dir):
+    """Unique images of both splits: images [n, 28, 28], label distributions [n, 10], split."""
+    out = {"images": [], "dist": [], "split": []}
+    for split in ("train", "test"):
+        a = dirty_mnist.load_ambiguous_arrays(split, variant, data_dir, tfds_data_dir)
+        first = a["pair_id"] % 10 == 0
+        out["images"].append(a["images"][first])
+        out["dist"].append(a["label_distribution"][first])
+        out["split"] += [split] * int(first.sum())
+    return (np.concatenate(out["images"]), np.concatenate(out["dist"]).astype(np.float64),
+            np.array(out["split"]))
+
+
+def entropy(p):
+    """Entropy in nats of rows of ``p`` (0 log 0 = 0)."""
+    return 0.0 - np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=1)
+
+
+def plot_grid(images, dist, columns, out):
+    h = entropy(dist)
+    majority = dist.argmax(1)
+    fig, axes = plt.subplots(10, columns, figsize=(columns * 0.8, 10 * 0.85))
+    for c in range(10):
+        idx = np.flatnonzero(majority == c)
+        idx = idx[np.argsort(h[idx], kind="stable")]
+        picks = idx[np.linspace(0, len(idx) - 1, columns).round().astype(int)] if len(idx) else []
+        for j in range(columns):
+            ax = axes[c, j]
+            ax.axis("off")
+            if j < len(picks):
+                ax.imshow(images[picks[j]], cmap="gray", vmin=0, vmax=1)
+                ax.set_title(f"{h[picks[j]]:.2f}", fontsize=6)
+    fig.suptitle("Ambiguous-MNIST by majority label (rows) and label entropy in nats "
+                 "(titles, left to right)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def histogram(values):
+    counts, edges = np.histogram(values, bins=ENTROPY_BINS)
+    return {"edges": [round(float(e), 4) for e in edges], "counts": counts.tolist()}
+
+
+def summary(values):
+    return {"mean": float(np.mean(values)), "median": float(np.median(values)),
+            "std": float(np.std(values)), "frac_above_1nat": float(np.mean(values > 1.0)),
+            "histogram": histogram(values)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", default="generated",
+                        help="official | generated | generated_tiny")
+    parser.add_argument("--data-dir", default=None, help="manual dir (else $DDU_TF_DATA_DIR)")
+    parser.add_argument("--tfds-data-dir", default=None, help="TFDS data dir for generated sets")
+    parser.add_argument("--out", default="results/ambiguous_mnist/amnist_digits.png")
+    parser.add_argument("--columns", type=int, default=12)
+    parser.add_argument("--stats-dir", default=None, help="write stats.json here")
+    parser.add_argument("--lenet-seed", type=int, default=12345)
+    parser.add_argument("--lenet-epochs", type=int, default=4)
+    args = parser.parse_args()
+
+    images, dist, split = unique_images(args.variant, args.data_dir, args.tfds_data_dir)
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    plot_grid(images, dist, args.columns, args.out)
+    print(f"wrote {args.out} ({len(images)} unique images)")
+    if args.stats_dir is None:
+        return
+    t0 = time.time()
+    x_train, y_train = mnist_idx.load_idx_arrays("mnist", "train", args.data_dir)
+    x_test, y_test = mnist_idx.load_idx_arrays("mnist", "test", args.data_dir)
+    model = ambiguous_generation.train_lenet(x_train.astype(np.float32) / 255.0, y_train,
+                                             seed=args.lenet_seed, epochs=args.lenet_epochs)
+    mnist_h = ambiguous_generation.softmax_entropy(model, x_test.astype(np.float32) / 255.0)
+    amb_h = ambiguous_generation.softmax_entropy(model, images)
+    logits = model.predict(dirty_mnist.normalize(x_test.astype(np.float32) / 255.0)[..., None],
+                           batch_size=4096, verbose=0)
+    label_h = entropy(dist)
+    stats = {
+        "variant": args.variant,
+        "num_unique_images": int(len(images)),
+        "num_train_images": int((split == "train").sum()),
+        "label_entropy": {"all": summary(label_h),
+                          "train": summary(label_h[split == "train"]),
+                          "test": summary(label_h[split == "test"])},
+        "independent_lenet": {
+            "seed": args.lenet_seed, "epochs": args.lenet_epochs,
+            "mnist_test_accuracy": float((logits.argmax(1) == y_test).mean()),
+            "softmax_entropy_mnist_test": summary(mnist_h),
+            "softmax_entropy_ambiguous": summary(amb_h),
+            "seconds": time.time() - t0,
+        },
+        "majority_label_counts": np.bincount(dist.argmax(1), minlength=10).tolist(),
+    }
+    out = pathlib.Path(args.stats_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stats.json").write_text(json.dumps(stats, indent=1))
+    print(json.dumps({k: v for k, v in stats.items() if k != "label_entropy"}, indent=1)[:2000])
+    print("label entropy mean (all):", stats["label_entropy"]["all"]["mean"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Worker process of tests/test_distribute.py: distributed results next to single-device ones.
+
+Run as ``python tests/distribute_worker.py {mirrored,multiworker} OUT.npz``:
+
+* ``mirrored``: splits the CPU into 2 logical devices (before TensorFlow initialises) and
+  uses ``MirroredStrategy(["/cpu:0", "/cpu:1"])``;
+* ``multiworker``: ``MultiWorkerMirroredStrategy`` configured by ``TF_CONFIG`` (one CPU
+  replica per process); every worker runs the same program.
+
+The same process also computes every result with the default (single-device) strategy, on
+the same initial weights and data, and writes both to ``OUT.npz`` (keys ``ref/...`` and
+``dist/...``) with the number of replicas, so the test compares them:
+
+1. one ``model.fit`` step (TorchSGD, global batch 8) of a small SN conv net built under
+   ``strategy.scope()``: all weights, including the SN state ``u``, ``v``, ``sigma``;
+2. DDU's GMM from :func:`ddu_tf.distribute.distributed_class_statistics` (uneven shards,
+   float64 features with a large common offset, so that only the statistics can differ) vs
+   ``ClassConditionalGaussians.fit``;
+3. GMM pool scores from :func:`ddu_tf.distribute.sharded_scores` vs ``gmm.scores``;
+4. one :func:`ddu_tf.distribute.make_train_step` step (TorchAdam, uneven split 3 + 4);
+5. MC-dropout BALD scores of an SN + dropout net built under ``strategy.scope()`` from :func:`ddu_tf.distribute.mc_dropout_score_fn` vs
+   ``MCDropoutPredictor.reduce`` on the whole pool.
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+NUM_CLASSES = 3
+INPUT_SHAPE = (6, 6, 1)
+POOL_SIZE = 37
+GMM_SIZE = 50
+OFFSET = 100.0
+
+
+def make_strategy(mode):
+    """The strategy of ``mode``; for "mirrored", 2 logical CPUs are configured first."""
+    from ddu_tf.distribute import get_strategy
+
+    if mode == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        return get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
+    if mode == "multiworker":
+        return get_strategy("multiworker")
+    raise ValueError(f"Expected mode 'mirrored' or 'multiworker'. Received: mode={mode!r}")
+
+
+def sn_model(dropout=False):
+    """Small SN conv net ``[b, 6, 6, 1] -> [b, 3]`` with a ``"features"`` layer ``[b, 8]``."""
+    import keras
+
+    from ddu_tf.layers import SpectralNormalization
+
+    inputs = keras.Input(INPUT_SHAPE)
+    x = SpectralNormalization(keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+                              coeff=0.5)(inputs)
+    x = keras.layers.Flatten()(x)
+    x = SpectralNormalization(keras.layers.Dense(8, activation="tanh"), coeff=0.5,
+                              name="features")(x)
+    if dropout:
+        x = keras.layers.Dropout(0.5)(x)
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(x))
+
+
+def training_step(strategy, initial_weights, x, y):
+    """Weights after one ``fit`` step on the global batch ``(x, y)`` under ``strategy``."""
+    from ddu_tf import training
+
+    with strategy.scope():
+        model = sn_model()
+        model.set_weights(initial_weights)
+        training.compile_model(model, training.make_optimizer("sgd", lr=0.1, momentum=0.9,
+                                                              weight_decay=5e-4))
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(x))
+    model.fit(data, epochs=1, verbose=0)
+    return model, [np.asarray(w) for w in model.get_weights()]
+
+
+def run(strategy, prefix, out, models, data):
+    """All four checks under ``strategy``; results stored in ``out`` under ``prefix/``."""
+    import keras
+
+    from ddu_tf import distribute, training
+    from ddu_tf.active_learning import MCDropoutPredictor, get_acquisition
+    from ddu_tf.density import ClassConditionalGaussians
+
+    x_train, y_train, x_gmm, y_gmm, pool = data
+    model, weights = training_step(strategy, models["initial"], x_train, y_train)
+    for i, w in enumerate(weights):
+        out[f"{prefix}/weight{i}"] = w
+    out[f"{prefix}/weight_names"] = np.array([w.path for w in model.weights])
+
+    # The custom-loop step (DDU active learning): TorchAdam, global batch of 7 (split 3 + 4).
+    with strategy.scope():
+        custom = sn_model()
+        custom.set_weights(models["initial"])
+        optimizer = training.make_optimizer("adam", lr=1e-2, weight_decay=5e-4)
+    step = distribute.make_train_step(strategy, custom, optimizer)
+    out[f"{prefix}/custom_loss"] = np.float64(step(x_train[:7], y_train[:7]))
+    for i, w in enumerate(custom.get_weights()):
+        out[f"{prefix}/custom{i}"] = np.asarray(w)
+
+    projection = tf.constant(models["projection"])
+
+    def feature_fn(x):
+        # float64 features with a large common offset: any difference from the reference
+        # comes from the distributed statistics / scoring, not from float32 kernels.
+        flat = tf.reshape(tf.cast(x, tf.float64), [-1, int(np.prod(INPUT_SHAPE))])
+        return tf.matmul(flat, projection) + OFFSET
+
+    if prefix == "ref":
+        features = np.concatenate([feature_fn(x_gmm[i:i + 8]).numpy()
+                                   for i in range(0, GMM_SIZE, 8)])
+        gmm = ClassConditionalGaussians.fit(features, y_gmm, NUM_CLASSES)
+        pool_features = np.concatenate([feature_fn(pool[i:i + 8]).numpy()
+                                        for i in range(0, POOL_SIZE, 8)])
+        scores = gmm.scores(pool_features)
+    else:
+        def dataset_fn(context):
+            ds = tf.data.Dataset.from_tensor_slices((x_gmm, y_gmm)).batch(8)
+            return ds.shard(context.num_input_pipelines, context.input_pipeline_id)
+
+        stats = distribute.distributed_class_statistics(strategy, feature_fn, dataset_fn,
+                                                        NUM_CLASSES)
+        gmm = ClassConditionalGaussians.from_statistics(stats)
+        scores = distribute.sharded_scores(strategy, distribute.gmm_score_fn(feature_fn, gmm),
+                                           pool, batch_size=8)
+    out[f"{prefix}/gmm_means"] = gmm.means.numpy()
+    out[f"{prefix}/gmm_covariances"] = gmm.covariances.numpy()
+    out[f"{prefix}/gmm_counts"] = gmm.counts.numpy()
+    out[f"{prefix}/gmm_jitter"] = np.float64(gmm.jitter)
+    for key, value in scores.items():
+        out[f"{prefix}/{key}"] = np.asarray(value)
+
+    with strategy.scope():
+        mc_model = sn_model(dropout=True)
+        mc_model.set_weights(models["mc"])
+    predictor = MCDropoutPredictor(mc_model, num_samples=5, seed=7, chunk_size=4)
+    bald = get_acquisition("bald")
+    if prefix == "ref":
+        out[f"{prefix}/bald"] = predictor.reduce(pool, bald).numpy()
+    else:
+        score_fn, batch_size = distribute.mc_dropout_score_fn(predictor, bald, batch_size=8)
+        out[f"{prefix}/bald"] = distribute.sharded_scores(strategy, score_fn, pool, batch_size)
+    keras.backend.clear_session()
+
+
+def main(mode, path):
+    strategy = make_strategy(mode)
+    import keras
+
+    rng = np.random.default_rng(0)
+    x_train = rng.normal(size=(8, *INPUT_SHAPE)).astype(np.float32)
+    y_train = np.arange(8) % NUM_CLASSES
+    x_gmm = rng.normal(size=(GMM_SIZE, *INPUT_SHAPE)).astype(np.float32)
+    y_gmm = np.arange(GMM_SIZE) % NUM_CLASSES
+    pool = rng.normal(size=(POOL_SIZE, *INPUT_SHAPE)).astype(np.float32)
+    keras.utils.set_random_seed(1)
+    models = {"initial": [np.asarray(w) for w in sn_model().get_weights()],
+              "mc": [np.asarray(w) for w in sn_model(dropout=True).get_weights()]}
+    models["projection"] = rng.normal(size=(int(np.prod(INPUT_SHAPE)), 8))
+    data = (x_train, y_train, x_gmm, y_gmm, pool)
+    out = {"num_replicas": np.int64(strategy.num_replicas_in_sync)}
+    run(tf.distribute.get_strategy(), "ref", out, models, data)
+    run(strategy, "dist", out, models, data)
+    np.savez(path, **out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,123 @@
+"""Acquisition functions against hand-computed values and an independent NumPy oracle."""
+import math
+
+import numpy as np
+import pytest
+
+from ddu_tf.active_learning import acquisition as acq
+
+
+def _numpy_oracle(probs):
+    """Probability-space formulas of Gal et al. (2017), eqs. 2-5, with 0 log 0 = 0."""
+    def ent(p):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=-1)
+    mean = probs.mean(axis=0)
+    return {
+        "max_entropy": ent(mean),
+        "bald": ent(mean) - ent(probs).mean(axis=0),
+        "var_ratios": 1.0 - mean.max(axis=-1),
+        "mean_std": np.sqrt(np.maximum((probs ** 2).mean(0) - mean ** 2, 0.0)).mean(-1),
+    }
+
+
+def _log(p):
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(p, dtype=np.float64)).astype(np.float32)
+
+
+def test_hand_computed_two_points():
+    # point 0: two confident, disagreeing passes; point 1: two identical passes.
+    probs = np.array([[[1.0, 0.0], [0.7, 0.3]],
+                      [[0.0, 1.0], [0.7, 0.3]]])  # [T=2, B=2, C=2]
+    log_probs = _log(probs)
+    h1 = -(0.7 * math.log(0.7) + 0.3 * math.log(0.3))
+    np.testing.assert_allclose(acq.max_entropy(log_probs), [math.log(2), h1], atol=1e-6)
+    np.testing.assert_allclose(acq.bald(log_probs), [math.log(2), 0.0], atol=1e-6)
+    np.testing.assert_allclose(acq.variation_ratios(log_probs), [0.5, 0.3], atol=1e-6)
+    np.testing.assert_allclose(acq.mean_std(log_probs), [0.5, 0.0], atol=1e-6)
+    np.testing.assert_allclose(np.exp(acq.log_mean_prob(log_probs)),
+                               [[0.5, 0.5], [0.7, 0.3]], atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["max_entropy", "bald", "var_ratios", "mean_std"])
+def test_matches_numpy_oracle_and_bounds(name):
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.full(5, 0.3), size=(7, 11))  # [T=7, B=11, C=5]
+    probs[:, 0] = 0.0
+    probs[:, 0, 2] = 1.0  # a point with exact zeros: log 0 = -inf must not give NaN
+    scores = acq.get_acquisition(name)(_log(probs)).numpy()
+    assert scores.shape == (11,)
+    assert np.all(np.isfinite(scores))
+    np.testing.assert_allclose(scores, _numpy_oracle(probs)[name], atol=2e-5)
+
+
+def test_bald_nonnegative_and_entropy_bounded():
+    rng = np.random.default_rng(1)
+    log_probs = _log(rng.dirichlet(np.full(10, 0.1), size=(20, 50)))
+    bald = acq.bald(log_probs).numpy()
+    entropy = acq.max_entropy(log_probs).numpy()
+    assert np.all(bald >= 0.0)
+    assert np.all(entropy <= math.log(10) + 1e-6)
+    assert np.all(bald <= entropy + 1e-6)
+    same = np.repeat(log_probs[:1], 20, axis=0)  # identical passes: no disagreement
+    np.testing.assert_allclose(acq.bald(same).numpy(), 0.0, atol=1e-6)
+
+
+def test_stable_for_extreme_logits():
+    logits = np.array([[[1000.0, -1000.0, 0.0]], [[-1000.0, 1000.0, 0.0]]], np.float32)
+    log_probs = logits - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)),
+                                       -1, keepdims=True)) - logits.max(-1, keepdims=True)
+    for name in acq.ACQUISITION_FUNCTIONS:
+        assert np.all(np.isfinite(acq.get_acquisition(name)(log_probs).numpy()))
+    np.testing.assert_allclose(acq.bald(log_probs), [math.log(2)], atol=1e-5)
+
+
+def test_random_scores_seeded():
+    log_probs = np.zeros((1, 6, 3), np.float32)
+    a = acq.random_scores(log_probs, seed=(1, 2)).numpy()
+    np.testing.assert_array_equal(a, acq.random_scores(log_probs, seed=(1, 2)).numpy())
+    assert not np.array_equal(a, acq.random_scores(log_probs, seed=(1, 3)).numpy())
+    assert np.all((a >= 0) & (a < 1))
+
+
+def test_select_top_k_ties_and_duplicates():
+    scores = np.array([0.5, 0.9, 0.5, 0.9, 0.1])
+    np.testing.assert_array_equal(acq.select_top_k(scores, 3), [1, 3, 0])
+    ids = np.array([7, 7, 4, 2, 9])  # id 7 twice: keep its best entry once
+    np.testing.assert_array_equal(acq.select_top_k(scores, 3, candidate_ids=ids), [7, 2, 4])
+
+
+def test_errors_name_the_argument():
+    with pytest.raises(ValueError, match="log_probs"):
+        acq.bald(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="name"):
+        acq.get_acquisition("entropy")
+    with pytest.raises(ValueError, match="k >= 1"):
+        acq.select_top_k([1.0], 0)
+    with pytest.raises(ValueError, match="finite"):
+        acq.select_top_k([np.nan, 1.0], 1)
+
+
+def test_harmonic_chain_hand_computed():
+    # chain 0 - 1 - 2 - 3 with unit weights, f(0) = 1, f(3) = 0: f is linear, 2/3 and 1/3.
+    weights = np.diag(np.ones(3), 1) + np.diag(np.ones(3), -1)
+    unlabelled, f_u, _ = acq.harmonic_solution(weights, [0, 3], [1, 0])
+    np.testing.assert_array_equal(unlabelled, [1, 2])
+    np.testing.assert_allclose(f_u, [2 / 3, 1 / 3])
+
+
+def test_mbr_rank_one_update_matches_resolving():
+    rng = np.random.default_rng(2)
+    weights = acq.rbf_graph(rng.normal(size=(12, 3)))
+    labelled, labels = np.array([0, 5]), np.array([1, 0])
+    candidates = np.array([1, 4, 9])
+    risks = acq.mbr_expected_risk(weights, labelled, labels, candidates)
+    unlabelled, f_u, _ = acq.harmonic_solution(weights, labelled, labels)
+    for k, expected in zip(candidates, risks):
+        f_k = f_u[list(unlabelled).index(k)]
+        total = 0.0
+        for y, prob in ((0, 1 - f_k), (1, f_k)):
+            _, f_new, _ = acq.harmonic_solution(weights, np.r_[labelled, k], np.r_[labels, y])
+            total += prob * np.minimum(f_new, 1 - f_new).sum()  # k itself has risk 0
+        np.testing.assert_allclose(expected, total, rtol=1e-8, atol=1e-10)

@@ -1,0 +1,75 @@
+"""The generic loop with toy callables: selection, atomic saves, resume after interruption."""
+import json
+
+import numpy as np
+import pytest
+
+from ddu_tf.active_learning.loop import ActiveLearningLoop, load_results
+from ddu_tf.active_learning.pool import initial_state
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _make_loop(path, calls, fail_at=None, num_rounds=4):
+    """Scores = the index itself, so each round must take the largest subset indices."""
+    def train_fn(labelled, round_index):
+        calls.append(round_index)
+        if round_index == fail_at:
+            raise _Interrupted
+        return {"n": len(labelled)}
+
+    def evaluate_fn(model, round_index):
+        return {"test/accuracy": model["n"] / 100.0}
+
+    def score_fn(model, candidates, round_index):
+        return candidates.astype(np.float64)
+
+    state = initial_state(np.arange(200) % 10, num_initial=10, num_validation=10, seed=0)
+    return ActiveLearningLoop(state, train_fn=train_fn, evaluate_fn=evaluate_fn,
+                              score_fn=score_fn, acquisition_size=3, num_rounds=num_rounds,
+                              result_path=path, pool_subset_size=20, config={"k": 3})
+
+
+def test_rounds_select_top_scores_and_record_history(tmp_path):
+    loop = _make_loop(str(tmp_path / "r.json"), [])
+    first_subset = loop.state.pool_subset(0, 20)
+    history = loop.run()
+    assert [r["round"] for r in history] == [0, 1, 2, 3, 4]
+    assert [r["num_labelled"] for r in history] == [10, 13, 16, 19, 22]
+    assert [r["num_acquired"] for r in history] == [0, 3, 6, 9, 12]
+    assert history[0]["acquired"] == sorted(first_subset.tolist())[-3:][::-1]
+    assert history[-1]["acquired"] == []
+    saved = load_results(str(tmp_path / "r.json"))
+    assert saved["history"] == json.loads(json.dumps(history))
+    assert len(saved["state"]["labelled"]) == 22
+
+
+def test_interrupted_run_resumes_without_losing_rounds(tmp_path):
+    path = str(tmp_path / "r.json")
+    reference = _make_loop(str(tmp_path / "ref.json"), []).run()
+    calls = []
+    with pytest.raises(_Interrupted):
+        _make_loop(path, calls, fail_at=2).run()  # rounds 0 and 1 finish, round 2 dies
+    before = load_results(path)
+    assert [r["round"] for r in before["history"]] == [0, 1]
+    calls = []
+    history = _make_loop(path, calls).run()
+    assert calls == [2, 3, 4]  # nothing finished is recomputed
+    assert history[:2] == before["history"]
+    assert [r["acquired"] for r in history] == [r["acquired"] for r in reference]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp_")]
+
+
+def test_resume_with_other_config_is_refused(tmp_path):
+    path = str(tmp_path / "r.json")
+    _make_loop(path, []).run(max_rounds=1)
+    loop = _make_loop(path, [])
+    with pytest.raises(ValueError, match="different config"):
+        ActiveLearningLoop(loop.state, train_fn=None, evaluate_fn=None, score_fn=None,
+                           acquisition_size=3, num_rounds=4, result_path=path,
+                           config={"k": 4})
+    with pytest.raises(ValueError, match="acquisition_size"):
+        ActiveLearningLoop(loop.state, train_fn=None, evaluate_fn=None, score_fn=None,
+                           acquisition_size=0, num_rounds=4)

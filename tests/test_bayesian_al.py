@@ -1,0 +1,101 @@
+"""The Bayesian CNN and the experiment CLI end to end on tiny MNIST runs (with resume)."""
+import importlib.util
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from ddu_tf.models.bayesian_cnn import bayesian_cnn
+
+_SCRIPT = os.path.join(os.path.dirname(__file__), "..", "experiments", "bayesian_al.py")
+
+
+def _experiment_module():
+    spec = importlib.util.spec_from_file_location("bayesian_al_cli", _SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bayesian_cnn_architecture():
+    model = bayesian_cnn()
+    assert model.output_shape == (None, 10)
+    assert model.get_layer("features").output.shape == (None, 128)
+    # conv1 32*(16+1) + conv2 32*(512+1) + dense 128*(3872+1) + logits 10*(128+1)
+    assert model.count_params() == 544 + 16416 + 495744 + 1290
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Dropout") == 2
+    twin = bayesian_cnn(dropout=False, num_classes=2)
+    assert "Dropout" not in [type(layer).__name__ for layer in twin.layers]
+    assert twin.count_params() == 544 + 16416 + 495744 + 258
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    np.testing.assert_allclose(model(x), model(x))  # inference: dropout off
+    with pytest.raises(ValueError, match="weight_decay"):
+        bayesian_cnn(weight_decay=-1.0)
+    with pytest.raises(ValueError, match="num_classes"):
+        bayesian_cnn(num_classes=0)
+
+
+def test_weight_decay_adds_l2_loss():
+    model = bayesian_cnn(weight_decay=0.5)
+    kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+    expected = 0.5 * sum(float(np.sum(np.square(k.numpy()))) for k in kernels)
+    model(np.zeros((1, 28, 28, 1), np.float32))
+    np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-5)
+
+
+_TINY = ["--train-limit", "400", "--epochs", "1", "--dropout_iter", "2", "--test-size", "40",
+         "--val_size", "20", "--pool-subset", "60", "--experiments", "1", "--query", "5"]
+
+
+def test_experiment_1_resumes_after_interruption(tmp_path):
+    cli = _experiment_module()
+    argv = _TINY + ["--experiment", "1", "--acq_func", "3", "--rounds", "2",
+                    "--result_dir", str(tmp_path)]
+    original_train, calls = cli.CNNRun.train, []
+
+    def interrupted(self, labelled, round_index):
+        calls.append(round_index)
+        if round_index == 2:
+            raise KeyboardInterrupt  # the process is killed during round 2
+        return original_train(self, labelled, round_index)
+
+    cli.CNNRun.train = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(argv)
+    path = tmp_path / "exp1" / "bald_seed369" / "results.json"
+    before = json.loads(path.read_text())["history"]
+    assert [r["round"] for r in before] == [0, 1]
+
+    def counted(self, labelled, round_index):
+        calls.append(round_index)
+        return original_train(self, labelled, round_index)
+
+    calls.clear()
+    cli.CNNRun.train = counted
+    table = cli.main(argv)
+    after = json.loads(path.read_text())["history"]
+    assert calls == [2]  # only the unfinished round runs again
+    assert after[:2] == before
+    assert [r["num_acquired"] for r in after] == [0, 5, 10]
+    assert table["bald"]["rounds_done"] == 2
+    assert (tmp_path / "exp1" / "test_accuracy.png").stat().st_size > 0
+    assert "bald" in (tmp_path / "exp1" / "table.md").read_text()
+    assert os.listdir(tmp_path / "tensorboard" / "exp1" / "bald_seed369")
+
+
+@pytest.mark.slow
+def test_experiment_3_mbr_and_experiment_2_determ(tmp_path):
+    cli = _experiment_module()
+    table = cli.main(_TINY + ["--experiment", "3", "--functions", "var_ratios", "--rounds", "1",
+                              "--mbr-graph-size", "60", "--result_dir", str(tmp_path)])
+    assert set(table) == {"var_ratios", "mbr"}
+    mbr = json.loads((tmp_path / "exp3" / "mbr_seed369" / "results.json").read_text())
+    assert len(mbr["history"][0]["acquired"]) == 5
+    assert 0.5 <= mbr["history"][-1]["metrics"]["test/accuracy"] <= 1.0
+    table = cli.main(_TINY + ["--experiment", "2", "--functions", "max_entropy", "--rounds", "1",
+                              "--result_dir", str(tmp_path)])
+    assert set(table) == {"max_entropy_mc", "max_entropy_determ"}
+    keras.backend.clear_session()

@@ -1,0 +1,273 @@
+"""DDU active learning: scoring strategies, the Dirty-MNIST pool, and the experiment script.
+
+Oracles: hand-built pools where the right acquisition is known, NumPy formulas, the shared
+GMM's own mixture density, and the loop's saved state (for resume and ambiguous fractions).
+"""
+import importlib.util
+import json
+import os
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+from ddu_tf.active_learning import ddu_scoring
+from ddu_tf.active_learning.acquisition import select_top_k
+from ddu_tf.data import al_pools
+from ddu_tf.density import ClassConditionalGaussians
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location(
+        "ddu_active_learning_script", ROOT / "experiments" / "ddu_active_learning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _identity_feature_model(dim=2, num_classes=2):
+    """Input [dim] -> features = input (layer "features") -> logits = features @ W."""
+    inputs = keras.Input((dim,))
+    features = keras.layers.Dense(dim, name="features", kernel_initializer="identity",
+                                  bias_initializer="zeros")(inputs)
+    logits = keras.layers.Dense(num_classes, name="logits")(features)
+    return keras.Model(inputs, logits)
+
+
+# ----------------------------------------------------------------------------- scores
+def test_class_log_priors_from_labelled_counts():
+    log_pi = ddu_scoring.class_log_priors(np.array([0, 0, 0, 2]), num_classes=4)
+    np.testing.assert_allclose(np.exp(log_pi), [0.75, 0.0, 0.25, 0.0])
+    assert np.isneginf(log_pi[1]) and np.isneginf(log_pi[3])
+    with pytest.raises(ValueError, match="labels"):
+        ddu_scoring.class_log_priors(np.array([0, 5]), num_classes=4)
+
+
+def test_weighted_density_matches_numpy_and_survives_underflow():
+    rng = np.random.default_rng(0)
+    cld = rng.normal(-5.0, 2.0, size=(7, 3))
+    log_pi = np.log([0.5, 0.3, 0.2])
+    expected = np.log(np.sum(np.exp(cld) * np.exp(log_pi), axis=1))
+    np.testing.assert_allclose(
+        ddu_scoring.class_prior_weighted_log_density(cld, log_pi), expected, rtol=1e-12)
+    # 512-d features give log q(z|c) far below -745: exp() underflows to 0 for every point,
+    # so the original's sum(exp(.) * pi) cannot rank them; log space keeps the exact order.
+    deep = cld - 2000.0
+    assert np.all(np.sum(np.exp(deep) * np.exp(log_pi), axis=1) == 0.0)
+    got = ddu_scoring.class_prior_weighted_log_density(deep, log_pi)
+    np.testing.assert_allclose(got, expected - 2000.0, rtol=1e-12)
+
+
+def test_absent_class_drops_out_of_the_density():
+    cld = np.array([[-1.0, 50.0], [-3.0, 50.0]])
+    scores = ddu_scoring.gmm_density_scores(cld, labelled_labels=np.array([0, 0, 0]), num_classes=2)
+    np.testing.assert_allclose(scores, [1.0, 3.0])  # class 1 has pi = 0 despite its density
+    with pytest.raises(ValueError, match="log_priors"):
+        ddu_scoring.class_prior_weighted_log_density(cld, np.array([-np.inf, -np.inf]))
+
+
+def test_weighted_density_equals_the_shared_gmm_mixture():
+    rng = np.random.default_rng(1)
+    feats = np.concatenate([rng.normal(0, 1, (30, 3)), rng.normal(4, 1, (10, 3))])
+    labels = np.array([0] * 30 + [1] * 10)
+    gmm = ClassConditionalGaussians.fit(feats, labels, num_classes=2)
+    query = rng.normal(2, 3, (9, 3))
+    ours = -ddu_scoring.gmm_density_scores(gmm.class_log_densities(query).numpy(), labels, 2)
+    np.testing.assert_allclose(ours, gmm.weighted_log_density(query).numpy(), rtol=1e-10)
+
+
+def test_ensemble_scores_match_numpy():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(5, 6, 4))
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    mean = p.mean(0)
+    pe = -(mean * np.log(mean)).sum(-1)
+    mi = pe - (-(p * np.log(p)).sum(-1)).mean(0)
+    np.testing.assert_allclose(ddu_scoring.ensemble_scores(logits), pe, rtol=1e-5)
+    np.testing.assert_allclose(ddu_scoring.ensemble_scores(logits, mutual_information=True), mi,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_gmm_acquisition_picks_the_lowest_density_points():
+    model = _identity_feature_model()
+    rng = np.random.default_rng(3)
+    labelled = np.concatenate([rng.normal([0, 0], 0.3, (20, 2)), rng.normal([5, 5], 0.3, (20, 2))])
+    labels = np.array([0] * 20 + [1] * 20)
+    near = np.concatenate([rng.normal([0, 0], 0.3, (6, 2)), rng.normal([5, 5], 0.3, (6, 2))])
+    far = np.array([[20.0, -20.0], [-15.0, 12.0], [30.0, 30.0]])
+    pool = np.concatenate([near[:4], far[:1], near[4:9], far[1:], near[9:]]).astype(np.float32)
+    far_positions = {4, 10, 11}
+    scores = ddu_scoring.acquisition_scores("gmm", [model], pool, labelled_images=labelled,
+                                            labelled_labels=labels, num_classes=2)
+    assert set(select_top_k(scores, 3).tolist()) == far_positions
+
+
+def test_softmax_and_ensemble_acquisition_pick_the_ambiguous_points():
+    # logits = features @ W with W = [[1, -1], [-1, 1]]: points on the diagonal x0 == x1 are
+    # exactly 50/50 (max entropy), points far off it are confident.
+    models = []
+    for scale in (1.0, 2.0, 3.0):
+        m = _identity_feature_model()
+        m.get_layer("logits").set_weights([scale * np.array([[1.0, -1.0], [-1.0, 1.0]]),
+                                           np.zeros(2)])
+        models.append(m)
+    pool = np.array([[5, -5], [1, 1], [-4, 4], [3, 3], [6, 0], [0, 6]], np.float32)
+    soft = ddu_scoring.acquisition_scores("softmax", models[:1], pool)
+    assert set(select_top_k(soft, 2).tolist()) == {1, 3}
+    np.testing.assert_allclose(soft[[1, 3]], np.log(2), rtol=1e-6)
+    pe = ddu_scoring.acquisition_scores("ensemble", models, pool)
+    assert set(select_top_k(pe, 2).tolist()) == {1, 3}
+    # Members agree everywhere (same sign, different sharpness): MI is small but >= 0.
+    mi = ddu_scoring.acquisition_scores("ensemble", models, pool, mutual_information=True)
+    assert np.all(mi >= -1e-6) and np.all(mi < pe + 1e-6)
+    with pytest.raises(ValueError, match="al_type"):
+        ddu_scoring.acquisition_scores("bald", models, pool)
+
+
+# ----------------------------------------------------------------------------- pools
+def _fake_ambiguous(num_images, per_image=10, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 1, (num_images, 28, 28)).astype(np.float32)
+    labels = rng.integers(0, 10, (num_images, per_image))
+    image_index = np.repeat(np.arange(num_images), per_image)
+    return (images[image_index], labels.reshape(-1), image_index,
+            np.arange(num_images * per_image))
+
+
+def test_dirty_pool_draws_clean_without_replacement_and_flags_ambiguous():
+    rng = np.random.default_rng(4)
+    mnist_x = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)
+    mnist_y = rng.integers(0, 10, 50)
+    amb = _fake_ambiguous(6)
+    # 49 of 50: a with-replacement draw of this size repeats an image almost surely.
+    pool = al_pools.dirty_mnist_al_pool(mnist_x, mnist_y, *amb, subsample=49, seed=7,
+                                        ambiguous_images_limit=4)
+    clean = ~pool.is_ambiguous
+    assert clean.sum() == 49 and np.unique(pool.source_index[clean]).size == 49
+    assert pool.is_ambiguous.sum() == 40  # 4 whole images x 10 labels, cut at a multiple of 10
+    assert set(pool.source_index[pool.is_ambiguous].tolist()) == {0, 1, 2, 3}
+    np.testing.assert_array_equal(pool.labels[pool.is_ambiguous], amb[1][:40])
+    src = pool.source_index[clean]
+    np.testing.assert_allclose(pool.images[clean][..., 0],
+                               (mnist_x[src] / 255.0 - 0.1307) / 0.3081, atol=1e-5)
+    assert np.unique(pool.noise_key).size == len(pool)
+    again = al_pools.dirty_mnist_al_pool(mnist_x, mnist_y, *amb, subsample=49, seed=7,
+                                         ambiguous_images_limit=4)
+    np.testing.assert_array_equal(again.source_index, pool.source_index)
+    with pytest.raises(ValueError, match="subsample"):
+        al_pools.dirty_mnist_al_pool(mnist_x, mnist_y, *amb, subsample=51)
+    with pytest.raises(ValueError, match="ambiguous_images"):
+        al_pools.dirty_mnist_al_pool(mnist_x, mnist_y, *amb, subsample=5,
+                                     ambiguous_images_limit=7)
+
+
+def test_mnist_pool_subset_and_normalisation_errors():
+    x = np.zeros((20, 28, 28), np.float32)
+    pool = al_pools.mnist_al_pool(x, np.arange(20) % 10, pool_size=8, seed=0)
+    assert len(pool) == 8 and not pool.is_ambiguous.any()
+    assert np.unique(pool.source_index).size == 8
+    np.testing.assert_allclose(pool.images, -0.1307 / 0.3081, rtol=1e-6)
+    with pytest.raises(ValueError, match="images"):
+        al_pools.mnist_al_pool(x + 5.0, np.arange(20) % 10)
+
+
+def test_fixed_length_sampler_balances_repeats():
+    script = _load_script()
+    idx = script.fixed_length_indices(7, 100, np.random.default_rng(0))
+    counts = np.bincount(idx, minlength=7)
+    assert idx.size == 100 and counts.min() >= 100 // 7 and counts.max() <= 100 // 7 + 1
+    np.testing.assert_array_equal(np.sort(script.fixed_length_indices(
+        10, 4, np.random.default_rng(0))), np.arange(10))
+
+
+# ----------------------------------------------------------------------------- end to end
+def _tiny_args(out, al_type, extra=()):
+    return ["--seed", "3", "--model", "lenet", "--al-type", al_type, "-e", "1",
+            "--fixed-length", "64", "-b", "32", "--acquisition-batch-size", "4",
+            "--num-initial-samples", "20", "--max-training-samples", "28", "--num-runs", "1",
+            "--output-dir", str(out), *extra]
+
+
+def test_dirty_run_reports_ground_truth_fraction_and_resumes(tmp_path, monkeypatch):
+    script = _load_script()
+    rng = np.random.default_rng(5)
+    mnist_x = rng.integers(0, 256, (200, 28, 28), dtype=np.uint8)
+    mnist_y = np.arange(200) % 10
+    amb = _fake_ambiguous(8)
+    pool = al_pools.dirty_mnist_al_pool(mnist_x, mnist_y, *amb, subsample=120, seed=0)
+    test_x, test_y = pool.images[:50], pool.labels[:50]
+    monkeypatch.setattr(script, "load_al_pool", lambda *a, **k: (pool, test_x, test_y))
+    # The "pretrained" ambiguity model: any saved Keras model; its entropies are the oracle.
+    keras.utils.set_random_seed(0)
+    pretrained = script.build_model("lenet", False, 3.0, False)
+    pretrained.save(tmp_path / "pre.keras")
+    logits = pretrained.predict(pool.images, verbose=0).astype(np.float64)
+    log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    entropy = -(np.exp(log_p) * log_p).sum(1)
+    threshold = float(np.median(entropy))
+    argv = _tiny_args(tmp_path, "gmm", ["-ambiguous", "--subsample", "120",
+                                        "--saved-model-path", str(tmp_path),
+                                        "--saved-model-name", "pre.keras",
+                                        "--threshold", str(threshold)])
+    summary = script.main(argv)
+    name = script.run_name(script.parse_args(argv))
+    assert name == "lenet_3_gmm_dirty_mnist_120"
+    run = summary["runs"][0]
+    assert run["num_labelled"] == [20, 24, 28]
+    info = summary["ambiguity_threshold_measure"]
+    assert info["source"] == "loaded"
+    np.testing.assert_allclose(info["pool_flagged_fraction"], np.mean(entropy > threshold))
+    saved = json.loads((tmp_path / "runs" / f"{name}_run0.json").read_text())
+    labelled = np.asarray(saved["state"]["labelled"])
+    expected = [pool.is_ambiguous[labelled[:n]].mean() for n in (24, 28)]
+    np.testing.assert_allclose(run["ambiguous_fraction_gt"], expected)
+    np.testing.assert_allclose(run["ambiguous_fraction_gt_acquired_only"],
+                               [pool.is_ambiguous[labelled[20:n]].mean() for n in (24, 28)])
+    gt_file = json.loads((tmp_path / f"ambiguous_gt_{name}.json").read_text())
+    np.testing.assert_allclose(gt_file["0"], expected)
+    thr_file = json.loads((tmp_path / f"ambiguous_{name}.json").read_text())
+    np.testing.assert_allclose(
+        thr_file["0"], [np.mean(entropy[labelled[:n]] > threshold) for n in (24, 28)])
+    ent_file = json.loads((tmp_path / f"ambiguous_entropies_{name}.json").read_text())
+    np.testing.assert_allclose(ent_file["0"]["1"], entropy[labelled[:28]], rtol=1e-4, atol=1e-5)
+    accs = json.loads((tmp_path / f"test_accs_{name}.json").read_text())["0"]
+    assert len(accs) == 3 and all(0.0 <= a <= 100.0 for a in accs)
+    assert (tmp_path / "al_plot_dirty_mnist.png").stat().st_size > 0
+    assert list((tmp_path / "tensorboard" / name / "run0").glob("events.out.tfevents*"))
+
+    # Interrupt during the last round (which acquires nothing): the saved file then holds
+    # rounds 0-1 and the state after round 1's acquisition. Re-running computes only round 2.
+    saved["history"] = saved["history"][:2]
+    (tmp_path / "runs" / f"{name}_run0.json").write_text(json.dumps(saved))
+    first_two = [h["round_seconds"] for h in saved["history"]]
+    resumed = script.main(argv)
+    again = json.loads((tmp_path / "runs" / f"{name}_run0.json").read_text())
+    assert [h["round_seconds"] for h in again["history"][:2]] == first_two
+    assert len(again["history"]) == 3 and again["state"]["labelled"] == labelled.tolist()
+    assert resumed["runs"][0]["num_labelled"] == [20, 24, 28]
+    with pytest.raises(ValueError, match="different config"):
+        script.main(argv + ["--lr", "0.01"])
+
+
+def test_threshold_measure_skipped_or_missing_model(tmp_path):
+    script = _load_script()
+    pool = al_pools.mnist_al_pool(np.zeros((20, 28, 28), np.uint8), np.arange(20) % 10)
+    args = script.parse_args(["--seed", "1", "-ambiguous", "--pretrain-epochs", "0"])
+    entropies, info = script.pretrained_entropies(args, pool, print)
+    assert entropies is None and "--pretrain-epochs 0" in info["skipped"]
+    args = script.parse_args(["--seed", "1", "-ambiguous", "--saved-model-path", str(tmp_path)])
+    with pytest.raises(ValueError, match="--saved-model-path"):
+        script.pretrained_entropies(args, pool, print)
+
+
+def test_bad_flags_raise_value_error_naming_the_flag():
+    script = _load_script()
+    with pytest.raises(ValueError, match="-mi"):
+        script.parse_args(["--seed", "1", "--al-type", "gmm", "-mi"])
+    with pytest.raises(ValueError, match="--max-training-samples"):
+        script.parse_args(["--seed", "1", "--max-training-samples", "10"])
+    with pytest.raises(ValueError, match="--model"):
+        script.parse_args(["--seed", "1", "--model", "alexnet"])

@@ -1,0 +1,206 @@
+"""ddu_tf.distribute: strategies, exact distributed GMM statistics and sharded scoring.
+
+Multi-device checks run in subprocesses (``tests/distribute_worker.py``), since the logical
+CPU devices and the multi-worker collectives must be configured before TensorFlow
+initialises: 2 logical CPUs under MirroredStrategy, and 2 localhost workers (TF_CONFIG,
+free 127.0.0.1 ports) under MultiWorkerMirroredStrategy. Each compares with the
+single-device result computed in the same process from the same weights and data.
+The in-process tests use the default strategy.
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ddu_tf import distribute
+from ddu_tf.density import ClassConditionalGaussians, ClassStatistics
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distribute_worker.py")
+TIMEOUT = 300  # seconds per worker process (the CI machine is shared and slow)
+
+
+# ----------------------------------------------------------------------------- in-process
+def test_get_strategy_default_and_errors(monkeypatch):
+    assert distribute.get_strategy("default") is tf.distribute.get_strategy()
+    with pytest.raises(ValueError, match="name='horovod'"):
+        distribute.get_strategy("horovod")
+    with pytest.raises(ValueError, match="devices"):
+        distribute.get_strategy("default", devices=["/cpu:0"])
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG unset"):
+        distribute.get_strategy("multiworker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG to be JSON"):
+        distribute.get_strategy("multiworker")
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {}}))
+    with pytest.raises(ValueError, match="'cluster' and 'task'"):
+        distribute.get_strategy("multiworker")
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    with pytest.raises(ValueError, match="tpu=None"):
+        distribute.get_strategy("tpu")
+
+
+def test_strategy_argument():
+    parser = distribute.add_strategy_argument(argparse.ArgumentParser())
+    args = parser.parse_args([])
+    assert (args.strategy, args.tpu) == ("default", None)
+    assert parser.parse_args(["--strategy", "mirrored"]).strategy == "mirrored"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--strategy", "gpus"])
+    assert distribute.strategy_from_args(args) is tf.distribute.get_strategy()
+    assert distribute.is_chief(tf.distribute.get_strategy())
+    assert distribute.worker_directory(tf.distribute.get_strategy(), "out") == "out"
+
+
+def test_sharded_scores_default_strategy_in_pool_order():
+    strategy = tf.distribute.get_strategy()
+    pool = np.random.default_rng(0).normal(size=(23, 3)).astype(np.float32)
+
+    def score_fn(x, indices):
+        return {"sum": tf.reduce_sum(x, axis=1), "index": indices}
+
+    out = distribute.sharded_scores(strategy, score_fn, pool, batch_size=5)
+    np.testing.assert_array_equal(out["index"], np.arange(23))
+    np.testing.assert_allclose(out["sum"], pool.sum(axis=1), rtol=1e-6)
+    # An unbatched dataset of (x, y) pairs: the nest reaches score_fn unchanged.
+    labels = np.arange(23) % 4
+    ds = tf.data.Dataset.from_tensor_slices((pool, labels))
+    got = distribute.sharded_scores(strategy, lambda xy, idx: (xy[0][:, 0], xy[1]), ds, 4)
+    np.testing.assert_array_equal(got[0], pool[:, 0])
+    np.testing.assert_array_equal(got[1], labels)
+    with pytest.raises(ValueError, match="batch_size"):
+        distribute.sharded_scores(strategy, score_fn, pool, batch_size=0)
+    with pytest.raises(ValueError, match="one common N"):
+        distribute.sharded_scores(strategy, score_fn, (pool, labels[:3]), batch_size=4)
+
+
+def test_distributed_class_statistics_default_strategy():
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(41, 4)) + 1e3).astype(np.float64)
+    y = np.arange(41) % 3
+
+    def dataset_fn(context):
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(6)
+
+    stats = distribute.distributed_class_statistics(
+        tf.distribute.get_strategy(), lambda f: f, dataset_fn, 3)
+    gmm = ClassConditionalGaussians.from_statistics(stats)
+    ref = ClassConditionalGaussians.fit(x, y, 3)
+    np.testing.assert_array_equal(stats.counts.numpy(), np.bincount(y))
+    np.testing.assert_allclose(gmm.means.numpy(), ref.means.numpy(), rtol=1e-14)
+    np.testing.assert_allclose(gmm.covariances.numpy(), ref.covariances.numpy(), rtol=1e-10)
+    assert gmm.jitter == ref.jitter
+    with pytest.raises(ValueError, match="num_classes"):
+        distribute.distributed_class_statistics(tf.distribute.get_strategy(), lambda f: f,
+                                                dataset_fn, 0)
+    with pytest.raises(ValueError, match="empty dataset"):
+        distribute.distributed_class_statistics(
+            tf.distribute.get_strategy(), lambda f: f, lambda c: dataset_fn(c).take(0), 3)
+    assert isinstance(stats, ClassStatistics)
+
+
+# ----------------------------------------------------------------------------- subprocesses
+def _env(**extra):
+    env = dict(os.environ)
+    env.pop("TF_CONFIG", None)
+    root = os.path.dirname(os.path.dirname(WORKER))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env.update(extra)
+    return env
+
+
+def _check(path):
+    """Distributed results of one worker file equal its single-device results."""
+    data = np.load(path)
+    assert int(data["num_replicas"]) == 2
+    weights = [k for k in data.files if re.fullmatch(r"ref/weight\d+", k)]
+    assert len(weights) == 12  # 2 SN layers x (u, v, sigma, kernel, bias) + dense
+    for key in weights:  # one training step: the SN state and the parameters
+        np.testing.assert_allclose(data["dist/" + key[4:]], data[key], rtol=1e-5, atol=1e-7,
+                                   err_msg=key)
+    customs = [k for k in data.files if re.fullmatch(r"ref/custom\d+", k)]
+    assert len(customs) == 12
+    for key in customs + ["ref/custom_loss"]:  # one make_train_step step (custom loop)
+        np.testing.assert_allclose(data["dist/" + key[4:]], data[key], rtol=1e-5, atol=1e-7,
+                                   err_msg=key)
+    np.testing.assert_array_equal(data["dist/gmm_counts"], data["ref/gmm_counts"])
+    assert data["dist/gmm_jitter"] == data["ref/gmm_jitter"]
+    np.testing.assert_allclose(data["dist/gmm_means"], data["ref/gmm_means"], rtol=1e-13)
+    np.testing.assert_allclose(data["dist/gmm_covariances"], data["ref/gmm_covariances"],
+                               rtol=1e-9, atol=1e-12)
+    for key in ("class_log_densities", "log_density", "weighted_log_density"):
+        np.testing.assert_allclose(data["dist/" + key], data["ref/" + key], rtol=1e-9,
+                                   err_msg=key)
+    np.testing.assert_allclose(data["dist/bald"], data["ref/bald"], rtol=1e-5, atol=1e-6)
+
+
+def test_mirrored_two_logical_cpus(tmp_path):
+    out = tmp_path / "mirrored.npz"
+    result = subprocess.run([sys.executable, WORKER, "mirrored", str(out)], env=_env(),
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    _check(out)
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multiworker_two_localhost_workers(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        log = open(tmp_path / f"worker{index}.log", "w")
+        processes.append((subprocess.Popen(
+            [sys.executable, WORKER, "multiworker", str(tmp_path / f"worker{index}.npz")],
+            env=_env(TF_CONFIG=json.dumps(config)), stdout=log, stderr=subprocess.STDOUT), log))
+    try:
+        codes = [p.wait(timeout=TIMEOUT) for p, _ in processes]
+    finally:
+        for process, log in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log.close()
+    logs = [(tmp_path / f"worker{i}.log").read_text()[-3000:] for i in range(2)]
+    assert codes == [0, 0], logs
+    for index in range(2):
+        _check(tmp_path / f"worker{index}.npz")
+
+
+# ----------------------------------------------------------------------------- evaluate.py
+from test_evaluate import _save_models, cli  # noqa: E402,F401  (synthetic data fixture)
+
+
+def test_evaluate_cli_strategy_matches_default(cli, tmp_path):  # noqa: F811
+    """``--strategy mirrored`` (sharded extraction, distributed GMM) = the single-device run.
+
+    In process there is one CPU replica; the code path is the distributed one.
+    """
+    model_type = "gmm"
+    _save_models(tmp_path, seeds=[1, 2])
+    common = ["--seed", "1", "--dataset", "synth_id", "--ood_dataset", "synth_ood",
+              "--model", "mlp", "--model-type", model_type, "--runs", "1", "--ensemble", "2",
+              "--load-path", str(tmp_path), "-b", "32"]
+    single = cli.main(common + ["--output-dir", str(tmp_path / "single")])
+    mirrored = cli.main(common + ["--output-dir", str(tmp_path / "mirrored"),
+                                  "--strategy", "mirrored"])
+    assert mirrored["info"]["strategy"] == "mirrored"
+    for key, value in single["mean"].items():
+        assert mirrored["mean"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key

@@ -1,0 +1,263 @@
+"""ddu_tf.evaluation on synthetic arrays, and experiments/evaluate.py end to end on tiny models."""
+import importlib.util
+import json
+import pathlib
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from scipy import special
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from ddu_tf import calibration, evaluation
+from ddu_tf.density import ClassConditionalGaussians
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _entropy(logits):
+    logp = logits - special.logsumexp(logits, axis=1, keepdims=True)
+    return -(np.exp(logp) * logp).sum(axis=1)
+
+
+def _synthetic_logits(rng, n=120, classes=4, scale=3.0):
+    labels = rng.integers(0, classes, size=n)
+    logits = scale * (rng.normal(size=(n, classes)) + 1.5 * np.eye(classes)[labels])
+    return logits, labels
+
+
+def test_softmax_metrics_match_direct_computation():
+    rng = np.random.default_rng(0)
+    test_logits, test_labels = _synthetic_logits(rng)
+    ood_logits = rng.normal(size=(80, 4))
+    val_logits, val_labels = _synthetic_logits(rng)
+    out = evaluation.softmax_metrics(test_logits, test_labels, ood_logits, val_logits, val_labels)
+    assert set(evaluation.METRIC_KEYS) <= set(out)
+    assert out["accuracy"] == np.mean(test_logits.argmax(1) == test_labels)
+    is_id = np.r_[np.ones(120), np.zeros(80)]
+    lse = np.r_[special.logsumexp(test_logits, axis=1), special.logsumexp(ood_logits, axis=1)]
+    ent = np.r_[_entropy(test_logits), _entropy(ood_logits)]
+    assert out["m1_auroc"] == pytest.approx(roc_auc_score(is_id, lse))
+    assert out["m1_auprc"] == pytest.approx(average_precision_score(is_id, lse))
+    assert out["m2_auroc"] == pytest.approx(roc_auc_score(1 - is_id, ent))
+    assert out["m2_auprc"] == pytest.approx(average_precision_score(1 - is_id, ent))
+    t = calibration.fit_temperature(val_logits, val_labels)
+    assert out["temperature"] == t
+    t_lse = np.r_[special.logsumexp(test_logits / t, axis=1), special.logsumexp(ood_logits / t, axis=1)]
+    assert out["t_m1_auprc"] == pytest.approx(average_precision_score(is_id, t_lse))
+
+
+def test_gmm_metrics_use_gmm_scores_and_skip_temperature_for_them():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(90, 3)) + 4.0 * np.eye(3)[np.arange(90) % 3]
+    gmm = ClassConditionalGaussians.fit(features, np.arange(90) % 3, num_classes=3)
+    test_logits, test_labels = _synthetic_logits(rng, n=30, classes=3)
+    val_logits, val_labels = _synthetic_logits(rng, n=30, classes=3)
+    test_ld = gmm.class_log_densities(features[:30]).numpy()
+    ood_ld = gmm.class_log_densities(rng.normal(size=(20, 3)) * 6.0).numpy()
+    out = evaluation.gmm_metrics(test_logits, test_labels, test_ld, ood_ld, val_logits, val_labels)
+    is_id = np.r_[np.ones(30), np.zeros(20)]
+    density = np.r_[special.logsumexp(test_ld, axis=1), special.logsumexp(ood_ld, axis=1)]
+    assert out["m1_auroc"] == pytest.approx(roc_auc_score(is_id, density))
+    ent = np.r_[_entropy(test_ld), _entropy(ood_ld)]
+    assert out["m2_auroc"] == pytest.approx(roc_auc_score(1 - is_id, ent))
+    for key in ("m1_auroc", "m1_auprc", "m2_auroc", "m2_auprc"):
+        assert out["t_" + key] == out[key]
+    assert out["ece"] == evaluation.softmax_metrics(
+        test_logits, test_labels, rng.normal(size=(5, 3)), val_logits, val_labels)["ece"]
+
+
+def test_ensemble_metrics_m1_is_mi_and_m2_is_pe():
+    rng = np.random.default_rng(2)
+    members = np.stack([_synthetic_logits(np.random.default_rng(3), n=50)[0]
+                        + rng.normal(size=(50, 4)) for _ in range(3)])
+    labels = _synthetic_logits(np.random.default_rng(3), n=50)[1]
+    ood = rng.normal(scale=4.0, size=(3, 40, 4))
+    val = [_synthetic_logits(np.random.default_rng(10 + m))[0] for m in range(3)]
+    val_labels = [_synthetic_logits(np.random.default_rng(10 + m))[1] for m in range(3)]
+    out = evaluation.ensemble_metrics(members, labels, ood, val, val_labels)
+
+    def pe_mi(logits):
+        p = special.softmax(logits, axis=-1)
+        pbar = p.mean(0)
+        pe = -(pbar * np.log(pbar)).sum(-1)
+        return pe, pe - (-(p * np.log(p)).sum(-1)).mean(0)
+
+    pe_in, mi_in = pe_mi(members)
+    pe_ood, mi_ood = pe_mi(ood)
+    is_ood = np.r_[np.zeros(50), np.ones(40)]
+    assert out["m1_auroc"] == pytest.approx(roc_auc_score(is_ood, np.r_[mi_in, mi_ood]))
+    assert out["m2_auprc"] == pytest.approx(average_precision_score(is_ood, np.r_[pe_in, pe_ood]))
+    pbar = special.softmax(members, axis=-1).mean(0)
+    assert out["accuracy"] == np.mean(pbar.argmax(1) == labels)
+    assert len(out["temperature"]) == 3
+    with pytest.raises(ValueError, match="one validation set per ensemble member"):
+        evaluation.ensemble_metrics(members, labels, ood, val[:2], val_labels[:2])
+
+
+def test_summarize_standard_error():
+    runs = [{key: v for key in evaluation.METRIC_KEYS} for v in (0.9, 0.8, 0.7)]
+    out = evaluation.summarize(runs)
+    assert out["mean"]["accuracy"] == pytest.approx(0.8)
+    assert out["std"]["ece"] == pytest.approx(0.1 / np.sqrt(3))  # std(ddof=1) = 0.1
+    assert out["values"]["t_m2_auprc"] == [0.9, 0.8, 0.7]
+    assert evaluation.summarize(runs[:1])["std"]["accuracy"] is None
+
+
+def _tiny_model(seed, dim_in=6, classes=3):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((dim_in,))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    features = keras.layers.Dense(5, activation="tanh", name="features")(hidden)
+    logits = keras.layers.Dense(classes, name="logits")(features)
+    return keras.Model(inputs, logits)
+
+
+def test_extraction_and_streamed_gmm_fit():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(70, 6)).astype(np.float32)
+    y = np.arange(70) % 3
+    model = _tiny_model(0)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    features, logits, labels = evaluation.extract_features_and_logits(model, ds)
+    assert features.dtype == np.float64 and features.shape == (70, 5)
+    np.testing.assert_allclose(logits, model(x).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(labels, y)
+    streamed = evaluation.fit_gmm(model, ds, num_classes=3)
+    in_memory = ClassConditionalGaussians.fit(features, labels, num_classes=3)
+    np.testing.assert_allclose(streamed.class_log_densities(features).numpy(),
+                               in_memory.class_log_densities(features).numpy(), rtol=1e-9)
+
+
+# ------------------------------------------------------------------ the CLI, end to end
+def _load_evaluate_module():
+    sys.path.insert(0, str(ROOT / "experiments"))
+    spec = importlib.util.spec_from_file_location("ddu_evaluate_cli", ROOT / "experiments" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """evaluate.py with two synthetic data sets registered as ddu_tf.data sources."""
+    from ddu_tf import data as ddu_data
+
+    module = _load_evaluate_module()
+    rng = np.random.default_rng(5)
+    centres = 3.0 * rng.normal(size=(3, 6))
+    arrays = {}
+    for split, n in (("train", 150), ("test", 60)):
+        labels = np.arange(n) % 3
+        arrays[("synth_id", split)] = ((centres[labels] + rng.normal(size=(n, 6))).astype(np.float32),
+                                       labels.astype(np.int64))
+        arrays[("synth_ood", split)] = ((8.0 * rng.normal(size=(n, 6))).astype(np.float32),
+                                        labels.astype(np.int64))
+    for name in ("synth_id", "synth_ood"):
+        ddu_data.register_source(name, lambda split, data_dir=None, name=name: arrays[(name, split)],
+                                 overwrite=True)
+        monkeypatch.setitem(module.DATASETS, name, module.DATASETS["mnist1d"].__class__(name, 3, (6,)))
+    yield module
+    for name in ("synth_id", "synth_ood"):
+        ddu_data.unregister_source(name)
+
+
+def _save_models(path, seeds, epoch=350):
+    from ddu_tf.training import checkpoint_name
+
+    for seed in seeds:
+        _tiny_model(seed).save(path / checkpoint_name("mlp", False, False, 3.0, seed, epoch))
+
+
+@pytest.mark.parametrize("model_type,runs,ensemble", [("softmax", 2, 5), ("gmm", 2, 5), ("ensemble", 1, 2)])
+def test_cli_end_to_end(cli, tmp_path, model_type, runs, ensemble):
+    _save_models(tmp_path, seeds=[1, 2])
+    result = cli.main([
+        "--seed", "1", "--dataset", "synth_id", "--ood_dataset", "synth_ood", "--model", "mlp",
+        "--model-type", model_type, "--runs", str(runs), "--ensemble", str(ensemble),
+        "--load-path", str(tmp_path), "--output-dir", str(tmp_path), "-b", "32",
+    ])
+    path = tmp_path / f"res_mlp_1_{model_type}_synth_id_synth_ood.json"
+    stored = json.loads(path.read_text())
+    assert set(stored) == {"mean", "std", "values", "info"}
+    for part in ("mean", "std", "values"):
+        assert set(stored[part]) == set(evaluation.METRIC_KEYS)
+    assert stored["info"]["model_type"] == model_type
+    assert all(len(v) == runs for v in stored["values"].values())
+    assert all(0.0 <= m <= 1.0 for m in stored["mean"].values())
+    assert result["mean"] == stored["mean"]
+
+
+def test_cli_missing_model_is_a_clear_error(cli, tmp_path):
+    with pytest.raises(ValueError, match="Expected a model saved by experiments/train.py"):
+        cli.main(["--seed", "7", "--dataset", "synth_id", "--ood_dataset", "synth_ood",
+                  "--model", "mlp", "--runs", "1", "--load-path", str(tmp_path),
+                  "--output-dir", str(tmp_path)])
+
+
+# ------------------------------------------------------------------ Fig. 1/2 plotting
+def _load_plot_module():
+    spec = importlib.util.spec_from_file_location(
+        "ddu_plot_uncertainty", ROOT / "experiments" / "plot_uncertainty.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plot_scores_and_png(tmp_path):
+    plot = _load_plot_module()
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(60, 6)).astype(np.float32)
+    y = np.arange(60) % 3
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(20)
+    sets = {name: tf.data.Dataset.from_tensor_slices((x[:k] * s, y[:k])).batch(16)
+            for name, k, s in (("MNIST", 30, 1.0), ("Ambiguous-MNIST", 20, 1.0),
+                               ("Fashion-MNIST", 25, 5.0))}
+    model = _tiny_model(3)
+    scores = plot.model_scores(model, train, sets)
+    assert set(scores) == set(sets)
+    assert scores["Ambiguous-MNIST"]["entropy"].shape == (20,)
+    # Entropy of the first 20 MNIST rows equals that of the identical ambiguous rows.
+    np.testing.assert_allclose(scores["MNIST"]["entropy"][:20], scores["Ambiguous-MNIST"]["entropy"])
+    gmm = evaluation.fit_gmm(model, train, 3)
+    feats = evaluation.extract_features_and_logits(model, sets["Fashion-MNIST"])[0]
+    np.testing.assert_allclose(scores["Fashion-MNIST"]["log_density"],
+                               gmm.log_density(feats).numpy(), rtol=1e-12)
+    path = plot.plot_histograms({"tiny": scores, "tiny again": scores}, str(tmp_path / "fig" / "f.png"))
+    header = pathlib.Path(path).read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    assert (width, height) == (1000, 640)  # 10 x 6.4 inches at 100 dpi: 2 models x 2 panels
+
+
+def test_plot_rejects_non_finite_scores(tmp_path):
+    plot = _load_plot_module()
+    bad = {"m": {"MNIST": {"entropy": np.array([0.1, np.nan]), "log_density": np.zeros(2)}}}
+    with pytest.raises(ValueError, match="finite entropy"):
+        plot.plot_histograms(bad, str(tmp_path / "bad.png"))
+
+
+@pytest.mark.slow
+def test_cli_on_a_model_trained_by_train_py(tmp_path):
+    """train.py (1 epoch, MNIST-1D, ResNet-1D) -> evaluate.py --model-type gmm, in process.
+
+    iD and OoD are the same test set here (the only 1-D data set), so every score ties
+    pairwise and both AUROCs are exactly 1/2: a plumbing check, not a quality one.
+    """
+    evaluate = _load_evaluate_module()
+    sys.modules.pop("train", None)
+    import train
+
+    train.main(["--seed", "1", "--dataset", "mnist1d", "--model", "resnet1d", "-e", "1",
+                "--max-train-samples", "300", "--max-val-samples", "100", "-b", "100",
+                "--verbose", "0", "--save-path", str(tmp_path)])
+    result = evaluate.main(["--seed", "1", "--dataset", "mnist1d", "--ood_dataset", "mnist1d",
+                            "--model", "resnet1d", "--model-type", "gmm", "--runs", "1",
+                            "-e", "1", "--load-path", str(tmp_path),
+                            "--output-dir", str(tmp_path), "-b", "500"])
+    assert (tmp_path / "res_resnet1d_1_gmm_mnist1d_mnist1d.json").is_file()
+    assert result["mean"]["m1_auroc"] == pytest.approx(0.5)
+    assert result["mean"]["m2_auroc"] == pytest.approx(0.5)
+    assert 0.0 <= result["mean"]["accuracy"] <= 1.0

@@ -1,0 +1,268 @@
+"""Tests for ddu_tf.training and experiments/train.py: PyTorch-faithful optimizers and lr
+schedule, checkpoint names, callbacks, augmentation, flag validation, tiny training runs on
+MNIST-1D and a mock CIFAR-10, and resuming an interrupted run."""
+import importlib.util
+import json
+import math
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+import keras
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from ddu_tf import data as ddu_data
+from ddu_tf import training
+
+_TRAIN_PY = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "train.py"
+
+
+@pytest.fixture(scope="module")
+def train_script():
+    spec = importlib.util.spec_from_file_location("ddu_train_script", _TRAIN_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----- optimizers against hand-written PyTorch update rules -----
+
+def _torch_sgd_reference(w, grads, lr, momentum, wd, nesterov):
+    """torch.optim.SGD (dampening 0) on numpy arrays."""
+    buf = None
+    for g in grads:
+        d = g + wd * w
+        buf = d.copy() if buf is None else momentum * buf + d
+        step = d + momentum * buf if nesterov else buf
+        w = w - lr * step
+    return w
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_torch_sgd_matches_pytorch_rule(nesterov):
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(3, 2)).astype("float32")
+    grads = [rng.normal(size=(3, 2)).astype("float32") for _ in range(4)]
+    var = keras.Variable(w0)
+    opt = training.TorchSGD(learning_rate=0.1, momentum=0.9, nesterov=nesterov,
+                            coupled_weight_decay=5e-4)
+    for g in grads:
+        opt.apply_gradients([(tf.constant(g), var)])
+    expected = _torch_sgd_reference(w0.astype("float64"), grads, 0.1, 0.9, 5e-4, nesterov)
+    np.testing.assert_allclose(var.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_adam_adds_l2_to_the_gradient():
+    rng = np.random.default_rng(1)
+    w0 = rng.normal(size=(4,)).astype("float32")
+    grads = [rng.normal(size=(4,)).astype("float32") for _ in range(3)]
+    coupled, plain = keras.Variable(w0), keras.Variable(w0)
+    opt_coupled = training.TorchAdam(learning_rate=1e-2, coupled_weight_decay=0.1)
+    opt_plain = keras.optimizers.Adam(learning_rate=1e-2, epsilon=1e-8)
+    for g in grads:
+        opt_plain.apply_gradients([(tf.constant(g) + 0.1 * plain.value, plain)])
+        opt_coupled.apply_gradients([(tf.constant(g), coupled)])
+    np.testing.assert_allclose(coupled.numpy(), plain.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_make_optimizer_and_errors():
+    opt = training.make_optimizer("sgd", lr=0.1, momentum=0.9, weight_decay=5e-4)
+    assert isinstance(opt, training.TorchSGD) and opt.coupled_weight_decay == 5e-4
+    restored = training.TorchSGD.from_config(opt.get_config())
+    assert (restored.momentum, restored.nesterov, restored.coupled_weight_decay) == (0.9, False, 5e-4)
+    assert isinstance(training.make_optimizer("adam", lr=1e-3), training.TorchAdam)
+    with pytest.raises(ValueError, match="name='rmsprop'"):
+        training.make_optimizer("rmsprop")
+    with pytest.raises(ValueError, match="momentum"):
+        training.TorchSGD(momentum=1.5)
+    with pytest.raises(ValueError, match="coupled_weight_decay"):
+        training.TorchSGD(coupled_weight_decay=-1.0)
+
+
+def test_lr_schedule_is_multistep_per_epoch():
+    steps = 7
+    schedule = training.lr_schedule(3, 5, lr=0.1, steps_per_epoch=steps)
+    for step in range(8 * steps):
+        epoch = step // steps
+        expected = 0.1 * 0.1 ** sum(epoch >= m for m in (3, 5))
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-6), step
+    with pytest.raises(ValueError, match="first_milestone"):
+        training.lr_schedule(5, 3, lr=0.1, steps_per_epoch=1)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        training.lr_schedule(1, 2, lr=0.1, steps_per_epoch=0)
+
+
+def _original_model_save_name(model_name, sn, mod, coeff, seed):
+    """DDU utils/train_utils.py ``model_save_name`` (the naming scheme to follow)."""
+    if sn:
+        strn = "_sn_" + str(coeff) + ("_mod_" if mod else "_")
+    else:
+        strn = "_mod_" if mod else "_"
+    return str(model_name) + strn + str(seed)
+
+
+@pytest.mark.parametrize("sn", [False, True])
+@pytest.mark.parametrize("mod", [False, True])
+def test_checkpoint_name_follows_original(sn, mod):
+    stem = _original_model_save_name("wide_resnet", sn, mod, 3.0, 4)
+    assert training.checkpoint_name("wide_resnet", sn, mod, 3.0, 4, extension="") == stem
+    assert training.checkpoint_name("wide_resnet", sn, mod, 3, 4, epoch=350) == stem + "_350.keras"
+
+
+def test_make_callbacks(tmp_path):
+    callbacks = training.make_callbacks(str(tmp_path), "run", save_interval=5)
+    kinds = [type(c) for c in callbacks]
+    assert kinds == [keras.callbacks.BackupAndRestore, keras.callbacks.TensorBoard,
+                     keras.callbacks.ModelCheckpoint, training.EpochCheckpoint]
+    assert callbacks[0].backup_dir == os.path.join(str(tmp_path), "backup", "run")
+    assert callbacks[2].monitor == "val_accuracy"
+    with pytest.raises(ValueError, match="run_name"):
+        training.make_callbacks(str(tmp_path), "")
+
+
+def test_random_crop_flip_is_a_padded_window():
+    image = tf.reshape(tf.range(1, 6 * 6 * 2 + 1, dtype=tf.int32), (6, 6, 2))
+    padded = np.pad(image.numpy(), ((4, 4), (4, 4), (0, 0)))
+    windows = [w for i in range(9) for j in range(9)
+               for w in (padded[i:i + 6, j:j + 6], padded[i:i + 6, j:j + 6][:, ::-1])]
+    tf.random.set_seed(0)
+    outputs = [training.random_crop_flip(image).numpy() for _ in range(20)]
+    for out in outputs:
+        assert out.shape == (6, 6, 2)
+        assert any(np.array_equal(out, w) for w in windows)
+    assert len({o.tobytes() for o in outputs}) > 1
+
+
+def test_normalize_images():
+    pixels = np.full((1, 2, 2, 3), 255, np.uint8)
+    out = training.normalize_images(pixels).numpy()
+    expected = (1.0 - np.array(training.DDU_IMAGE_MEAN)) / np.array(training.DDU_IMAGE_STD)
+    np.testing.assert_allclose(out[0, 0, 0], expected, rtol=1e-6)
+
+
+# ----- experiments/train.py -----
+
+def test_parser_defaults_match_original(train_script):
+    args = train_script.parse_args(["--seed", "1"])
+    assert (args.learning_rate, args.momentum, args.weight_decay, args.optimiser) == (0.1, 0.9, 5e-4, "sgd")
+    assert (args.train_batch_size, args.epoch, args.first_milestone, args.second_milestone) == (128, 350, 150, 250)
+    assert (args.coeff, args.sn, args.mod, args.data_aug, args.save_interval) == (3.0, False, False, True, 25)
+    assert (args.dataset, args.model) == ("cifar10", "resnet50")
+    short = train_script.parse_args(["--seed", "2", "-sn", "-mod", "-e", "3", "-b", "64",
+                                     "--model", "wide_resnet"])
+    assert (short.sn, short.mod, short.epoch, short.train_batch_size) == (True, True, 3, 64)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset", "imagenet"], "invalid choice"),
+    (["--model", "resnet18", "--dataset", "mnist1d"], "does not fit"),
+    (["--model", "resnet1d", "--dataset", "cifar10"], "does not fit"),
+    (["--model", "lenet", "--dataset", "mnist", "-sn"], "lenet has no spectral"),
+    (["--model", "lenet", "--dataset", "mnist", "-mod"], "lenet has no spectral"),
+    (["--first-milestone", "300"], "must not exceed"),
+    (["--lr", "-1"], "expected a number"),
+    (["-b", "0"], "expected a positive integer"),
+    (["--mom", "1.0"], "fraction"),
+    ([], "--seed"),
+])
+def test_bad_flags_exit_with_message(train_script, capsys, argv, message):
+    base = [] if not argv else ["--seed", "0"]
+    with pytest.raises(SystemExit) as info:
+        train_script.parse_args(base + argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_seeded_validation_split_matches_original(train_script):
+    n = 50
+    x = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
+    y = np.arange(n) % 10
+    ddu_data.register_source("ddu_test_split", lambda split, data_dir=None: (x, y))
+    try:
+        spec = train_script.DatasetSpec("ddu_test_split", 10, (2,))
+        (xt, yt), (xv, yv) = train_script.train_validation_arrays(spec, seed=7, val_size=0.1)
+    finally:
+        ddu_data.unregister_source("ddu_test_split")
+    np.random.seed(7)  # the original: np.random.seed(val_seed); np.random.shuffle(list)
+    indices = list(range(n))
+    np.random.shuffle(indices)
+    assert list(yv) == [y[i] for i in indices[:5]] and len(yt) == 45
+    np.testing.assert_array_equal(xt, x[indices[5:]])
+
+
+def _argv(tmp_path, *extra):
+    return ["--seed", "3", "--save-path", str(tmp_path) + os.sep, "--verbose", "0", *extra]
+
+
+def test_tiny_mnist1d_run_saves_loadable_model(train_script, tmp_path):
+    args = train_script.parse_args(_argv(
+        tmp_path, "--dataset", "mnist1d", "--model", "resnet1d", "-sn", "-mod", "-e", "1",
+        "--max-train-samples", "64", "--max-val-samples", "32", "-b", "32", "--save-interval", "1"))
+    model, history, final_path = train_script.run(args)
+    assert final_path == os.path.join(str(tmp_path), "resnet1d_sn_3.0_mod_3_1.keras")
+    for name in ("resnet1d_sn_3.0_mod_3_1.keras", "resnet1d_sn_3.0_mod_3_best.keras",
+                 "resnet1d_sn_3.0_mod_3_history.json"):
+        assert (tmp_path / name).exists(), name
+    assert (tmp_path / "stats_logging" / "resnet1d_sn_3.0_mod_3").is_dir()
+    assert not (tmp_path / "backup" / "resnet1d_sn_3.0_mod_3").exists()  # removed on success
+    restored = keras.saving.load_model(final_path)
+    x = np.random.default_rng(0).normal(size=(2, 40)).astype("float32")
+    np.testing.assert_allclose(restored(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert isinstance(restored.optimizer, training.TorchSGD)
+    logged = json.loads((tmp_path / "resnet1d_sn_3.0_mod_3_history.json").read_text())
+    assert logged["epochs"] == [0] and "val_accuracy" in logged["history"]
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt(f"simulated interruption after epoch {epoch}")
+
+
+class _EpochRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_interrupted_run_resumes_from_backup(train_script, tmp_path):
+    argv = _argv(tmp_path, "--dataset", "mnist1d", "--model", "resnet1d", "-e", "3",
+                 "--max-train-samples", "64", "--max-val-samples", "16", "-b", "32")
+    with pytest.raises(KeyboardInterrupt):
+        train_script.run(train_script.parse_args(argv), extra_callbacks=[_Interrupt(at_epoch=1)])
+    assert (tmp_path / "backup" / "resnet1d_3").is_dir()
+    assert not (tmp_path / "resnet1d_3_3.keras").exists()
+    recorder = _EpochRecorder()
+    model, history, _ = train_script.run(train_script.parse_args(argv), extra_callbacks=[recorder])
+    assert recorder.epochs == [2]  # epochs 0 and 1 were restored, not repeated
+    assert history.epoch == [2]
+    steps_per_epoch = math.ceil(64 / 32)
+    assert int(model.optimizer.iterations.numpy()) == 3 * steps_per_epoch
+    assert (tmp_path / "resnet1d_3_3.keras").exists()
+
+
+@pytest.mark.parametrize("model_flags", [
+    ["--model", "lenet"],
+    pytest.param(["--model", "resnet18", "-sn", "-mod"], marks=pytest.mark.slow),
+])
+def test_tiny_mock_cifar10_run(train_script, tmp_path, model_flags):
+    with tfds.testing.mock_data(num_examples=24):
+        args = train_script.parse_args(_argv(tmp_path, "--dataset", "cifar10", *model_flags,
+                                             "-e", "1", "-b", "8", "-tb", "8"))
+        model, history, final_path = train_script.run(args)
+    assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 10)
+    expected = training.checkpoint_name(args.model, args.sn, args.mod, 3.0, 3, epoch=1)
+    assert os.path.basename(final_path) == expected
+    assert np.isfinite(history.history["loss"][0]) and "val_loss" in history.history
+    # 24 mock examples: floor(10%) = 2 held out for validation, 22 trained on (3 batches of 8).
+    assert int(model.optimizer.iterations.numpy()) == 3

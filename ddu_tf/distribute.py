@@ -10,7 +10,9 @@ Three pieces, all built on TensorFlow's own ``tf.distribute`` (nothing home-made
    GLOBAL: ``tf.distribute`` splits each batch across the ``strategy.num_replicas_in_sync``
    replicas and all-reduces (sums) the gradients of the batch-mean loss, so one step equals a
    single-device step on the same global batch (BatchNorm statistics excepted: they are
-   computed per replica unless the layer is ``synchronized=True``).
+   computed per replica unless the layer is ``synchronized=True``). Keras 3's ``model.fit``
+   does not work under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585); multi-worker
+   training goes through :func:`make_train_step` (a custom loop), which works everywhere.
 
 2. :func:`distributed_class_statistics`: DDU's per-class sufficient statistics (count, mean,
    centred scatter, float64) computed per replica over its shard of the data, then all-gathered
@@ -219,7 +221,8 @@ def make_train_step(strategy, model, optimizer, loss_fn=None):
     gradient of ``sum_i loss_i / n`` (``n`` = global batch size, so the all-reduced sum of
     the replica gradients is the gradient of the batch-mean loss, exactly as on one device)
     and applies it once with ``optimizer``. ``model`` and ``optimizer`` must have been created
-    under ``strategy.scope()``. BatchNorm statistics are per replica.
+    under ``strategy.scope()`` (an unbuilt optimizer is built here, under the scope).
+    BatchNorm statistics are per replica.
 
     Args:
       strategy: a ``tf.distribute.Strategy``.
@@ -235,6 +238,9 @@ def make_train_step(strategy, model, optimizer, loss_fn=None):
 
     if loss_fn is None:
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    if not optimizer.built:  # slots must exist before the replicas apply gradients
+        with strategy.scope():
+            optimizer.build(model.trainable_variables)
 
     def replica_step(x, y, global_size):
         with tf.GradientTape() as tape:
@@ -495,6 +501,6 @@ def gmm_score_fn(feature_fn, gmm):
 
 __all__ = [
     "STRATEGIES", "add_strategy_argument", "distributed_class_statistics", "get_strategy",
-    "gmm_score_fn", "is_chief", "mc_dropout_score_fn", "sharded_scores", "strategy_from_args",
-    "worker_directory",
+    "gmm_score_fn", "is_chief", "make_train_step", "mc_dropout_score_fn", "sharded_scores",
+    "split_batch", "strategy_from_args", "worker_directory",
 ]

@@ -468,14 +468,16 @@ def plot_results(output_dir, dataset):
         x = runs[0]["num_labelled"][:length]
         acc = np.array([r["test_accuracy"][:length] for r in runs])
         label = labels.get(s["al_type"], s["al_type"])
-        axes[0, 0].plot(x, acc.mean(0), label=label)
+        (line,) = axes[0, 0].plot(x, acc.mean(0), label=f"{label} ({len(runs)} run{'s' * (len(runs) > 1)})")
         if len(runs) > 1:
-            axes[0, 0].fill_between(x, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0), alpha=0.2)
+            axes[0, 0].fill_between(x, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0),
+                                    alpha=0.2, color=line.get_color())
         if ambiguous and all("ambiguous_fraction_gt" in r for r in runs):
             n = min(len(r["ambiguous_fraction_gt"]) for r in runs)
             if n:
                 frac = np.array([r["ambiguous_fraction_gt"][:n] for r in runs])
-                axes[0, 1].plot(runs[0]["size_after_acquisition"][:n], 100 * frac.mean(0), label=label)
+                axes[0, 1].plot(runs[0]["size_after_acquisition"][:n], 100 * frac.mean(0), label=label,
+                                color=line.get_color())
     axes[0, 0].set_xlabel("Number of training samples")
     axes[0, 0].set_ylabel("Test accuracy (%)")
     axes[0, 0].set_title(f"Active learning on {'Dirty-MNIST' if ambiguous else 'MNIST'}")
@@ -530,9 +532,8 @@ def main(argv=None):
                  for run in range(args.num_runs)]
     timings = {}
     for run in range(args.num_runs):
-        writer = tf.summary.create_file_writer(
-            os.path.join(args.output_dir, "tensorboard", name, f"run{run}"))
         trained = {}
+        tb_dir = os.path.join(args.output_dir, "tensorboard", name, f"run{run}")
 
         def train_fn(labelled, round_index, run=run):
             trained["labelled"] = labelled
@@ -555,6 +556,9 @@ def main(argv=None):
 
         def on_round_end(record, models, run=run):
             size = record["num_labelled"]
+            if "writer" not in trained:  # opened lazily: a finished run re-run writes no file
+                trained["writer"] = tf.summary.create_file_writer(tb_dir)
+            writer = trained["writer"]
             with writer.as_default():
                 tf.summary.scalar("test/accuracy", record["metrics"]["test/accuracy"], step=size)
                 if args.ambiguous and record["acquired"]:
@@ -577,7 +581,8 @@ def main(argv=None):
         if loop.next_round > 0:
             log(f"run {run}: resuming at round {loop.next_round} of {num_rounds}")
         loop.run()
-        writer.close()
+        if "writer" in trained:
+            trained["writer"].close()
         timings[f"run{run}_seconds_this_invocation"] = time.perf_counter() - start
     summary = write_outputs(args, name, pool, run_paths, entropies, threshold_info, timings)
     plot = plot_results(args.output_dir, summary["dataset"])

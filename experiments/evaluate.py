@@ -9,8 +9,9 @@ Flags follow the original's ``eval_args``: ``--seed --dataset --ood_dataset --lo
 --model --runs -sn -mod --coeff --ensemble --model-type {softmax,ensemble,gmm} -b``, plus
 ``--dataset-root`` (data directory passed to ``ddu_tf.data.load``), ``-e/--epoch`` (which
 checkpoint: an epoch count or ``best``; the original hard-codes it), ``--val-size``,
-``--output-dir`` and ``--strategy {default,mirrored,multiworker,tpu}`` (``ddu_tf.distribute``). The original's ``--no-gpu`` and ``--data-aug`` are not offered (TensorFlow
-places ops itself; the GMM is fitted on un-augmented training features, the original's
+``--output-dir`` and ``--strategy {default,mirrored,multiworker,tpu}``
+(``ddu_tf.distribute``). The original's ``--no-gpu`` and ``--data-aug`` are not offered
+(TensorFlow places ops itself; the GMM is fitted on un-augmented training features, the original's
 default).
 
 Models come from ``experiments/train.py``: run ``i`` (0-based) of a ``softmax`` / ``gmm``

@@ -111,8 +111,8 @@ def plot(results, path):
         ax.bar(xs - 0.27, ours, 0.27, yerr=errs, capsize=3, label="ddu_tf (mean +- std)")
         ax.bar(xs, [PUBLISHED[config][m] for m in models], 0.27, label="published (README)")
         ax.bar(xs + 0.27, [NOTEBOOKS[config][m] for m in models], 0.27, label="repo notebooks")
-        for x, value in zip(xs, ours):
-            ax.text(x - 0.27, value + 1, f"{value:.1f}", ha="center", fontsize=8)
+        for x, value, err in zip(xs, ours, errs):
+            ax.text(x - 0.27, value + err + 1.5, f"{value:.1f}", ha="center", fontsize=8)
         ax.set_xticks(xs, models)
         ax.set_ylim(0, 105)
         ax.set_ylabel("test accuracy (%)")

@@ -27,6 +27,12 @@ Outputs in ``--save-path`` (names from ``ddu_tf.training.checkpoint_name``):
 * ``..._{seed}_history.json`` -- per-epoch losses/accuracies of this invocation;
 * ``stats_logging/{run}/`` TensorBoard logs; ``backup/{run}/`` resume state: rerunning the
   same command after an interruption continues from the last completed epoch.
+
+Multi-GPU / multi-worker / TPU: ``--strategy {default,mirrored,multiworker,tpu}``
+(``ddu_tf.distribute``, docs/distributed.md). The model, its SN state and the optimiser are
+built under ``strategy.scope()``; ``-b`` is the GLOBAL batch size (split across replicas,
+gradients summed), so the paper's settings carry over unchanged. ``multiworker`` is refused:
+Keras 3's ``model.fit`` fails under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585).
 """
 import argparse
 import dataclasses
@@ -42,7 +48,7 @@ import tensorflow as tf
 
 import ddu_tf  # noqa: F401  (registers the TFDS builders, e.g. mnist1d)
 from ddu_tf import data as ddu_data
-from ddu_tf import training
+from ddu_tf import distribute, training
 from ddu_tf.models import MODELS, get_model
 
 
@@ -129,7 +135,7 @@ def build_parser():
     parser.add_argument("--data-aug", dest="data_aug", action=argparse.BooleanOptionalAction,
                         default=True, help="random crop + flip (CIFAR-10/100 only)")
     parser.add_argument("-b", "--batch-size", dest="train_batch_size", type=_positive_int,
-                        default=128, help="training batch size")
+                        default=128, help="global training batch size (split across replicas)")
     parser.add_argument("-tb", "--test-batch-size", dest="test_batch_size", type=_positive_int,
                         default=128, help="validation batch size")
     parser.add_argument("--model", default="resnet50", choices=sorted(MODELS), help="network")
@@ -167,6 +173,7 @@ def build_parser():
                         default=None, help="use only the first N validation examples")
     parser.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
                         help="Keras fit verbosity (1 = progress bar)")
+    distribute.add_strategy_argument(parser)
     return parser
 
 
@@ -182,6 +189,10 @@ def parse_args(argv=None):
         kind = "sequence models " + ", ".join(SEQUENCE_MODELS) if sequence_data else "image models"
         parser.error(f"--model {args.model} does not fit --dataset {args.dataset} "
                      f"(input shape {DATASETS[args.dataset].input_shape}); use one of the {kind}")
+    if args.strategy == "multiworker":
+        parser.error("--strategy multiworker: Keras 3's model.fit does not support "
+                     "MultiWorkerMirroredStrategy (keras-team/keras#20585); use --strategy "
+                     "mirrored (all GPUs of one machine) or tpu")
     if args.model == "lenet" and (args.sn or args.mod):
         parser.error("--model lenet has no spectral-normalised (-sn) or modified (-mod) variant; "
                      "use resnet18, vgg16 or wide_resnet")
@@ -253,6 +264,8 @@ def run(args, extra_callbacks=()):
     Returns:
         ``(model, history, final_path)``.
     """
+    strategy = distribute.strategy_from_args(args)  # first: multi-worker needs it at startup
+    save_loc = distribute.worker_directory(strategy, args.save_loc)
     keras.utils.set_random_seed(args.seed)
     spec = DATASETS[args.dataset]
     train_arrays, val_arrays = train_validation_arrays(
@@ -267,28 +280,31 @@ def run(args, extra_callbacks=()):
                                      augment=args.data_aug)
     steps_per_epoch = math.ceil(len(train_arrays[0]) / args.train_batch_size)
 
-    model = get_model(args.model, num_classes=spec.num_classes, input_shape=spec.input_shape,
-                      spectral_normalization=args.sn, coeff=args.coeff, mod=args.mod,
-                      power_iterations=args.power_iterations)
-    schedule = training.lr_schedule(args.first_milestone, args.second_milestone,
-                                    lr=args.learning_rate, steps_per_epoch=steps_per_epoch)
-    optimizer = training.make_optimizer(args.optimiser, lr=schedule, momentum=args.momentum,
-                                        weight_decay=args.weight_decay, nesterov=args.nesterov)
-    training.compile_model(model, optimizer)
+    with strategy.scope():  # mirrored weights, SN state and optimiser slots
+        model = get_model(args.model, num_classes=spec.num_classes,
+                          input_shape=spec.input_shape, spectral_normalization=args.sn,
+                          coeff=args.coeff, mod=args.mod, power_iterations=args.power_iterations)
+        schedule = training.lr_schedule(args.first_milestone, args.second_milestone,
+                                        lr=args.learning_rate, steps_per_epoch=steps_per_epoch)
+        optimizer = training.make_optimizer(args.optimiser, lr=schedule, momentum=args.momentum,
+                                            weight_decay=args.weight_decay,
+                                            nesterov=args.nesterov)
+        training.compile_model(model, optimizer)
 
     run_name = training.checkpoint_name(args.model, args.sn, args.mod, args.coeff, args.seed,
                                         extension="")
-    callbacks = training.make_callbacks(args.save_loc, run_name, save_interval=args.save_interval)
+    callbacks = training.make_callbacks(save_loc, run_name, save_interval=args.save_interval)
     print(f"Training {run_name}: {len(train_arrays[0])} train / {len(val_arrays[0])} validation "
-          f"examples, {steps_per_epoch} steps per epoch, {model.count_params()} parameters")
+          f"examples, {steps_per_epoch} steps per epoch, {model.count_params()} parameters, "
+          f"{strategy.num_replicas_in_sync} replica(s)")
     history = model.fit(train_ds, validation_data=val_ds, epochs=args.epoch,
                         callbacks=[*callbacks, *extra_callbacks], verbose=args.verbose,
                         shuffle=False)  # the tf.data pipeline shuffles (seeded)
 
-    final_path = os.path.join(args.save_loc, training.checkpoint_name(
+    final_path = os.path.join(save_loc, training.checkpoint_name(
         args.model, args.sn, args.mod, args.coeff, args.seed, epoch=args.epoch))
     model.save(final_path)
-    with open(os.path.join(args.save_loc, f"{run_name}_history.json"), "w") as f:
+    with open(os.path.join(save_loc, f"{run_name}_history.json"), "w") as f:
         json.dump({"epochs": history.epoch,
                    "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
                    "args": vars(args)}, f, indent=2)

@@ -167,7 +167,7 @@ def apply_noise(layer, x, num_samples, seed, consistent):
 
 def _deterministic_call(op):
     def call(*args, **kwargs):
-        if "training" in getattr(op, "_call_context_args", {"training"}):
+        if "training" in getattr(op, "_call_context_args", ()):
             kwargs["training"] = False
         return op(*args, **kwargs)
     return call

@@ -61,10 +61,10 @@ class GenerationConfig:
     vae_batch_size: int = 128
     vae_learning_rate: float = 1e-3
     ensemble_size: int = 5
-    ensemble_epochs: int = 8
+    ensemble_epochs: int = 4
     ensemble_batch_size: int = 128
     ensemble_learning_rate: float = 1e-3
-    num_candidates: int = 480_000
+    num_candidates: int = 320_000
     combos_per_group: int = 64
     mi_threshold: float = 0.05
     pe_min: float = 0.05

@@ -2,10 +2,11 @@
 
 The reference package (`mnist1d` 0.0.2.post1, ``mnist1d.data.make_dataset``) builds every
 sample with a chain of SciPy calls (~240 us per sample). This module replays the reference's
-random-number stream with a tight loop of cheap generator calls and does all the
-deterministic work (padding, interpolation, scaling, translation, noise, shear) for all
-samples at once. For the same arguments the float64 output equals the reference's exactly
-(``np.array_equal``) on the same machine.
+random-number stream with a tight loop of cheap generator calls (about 5 us per sample) and
+does all the deterministic work (padding, interpolation, scaling, translation, noise,
+shear) vectorised over blocks of samples. For the same arguments the float64 output equals
+the reference's exactly (``np.array_equal``) on the same machine; 100 000 samples take
+about 0.8 s of CPU instead of 24 s (``bench/mnist1d_generation.py``).
 
 Differences from the reference, on purpose:
 
@@ -36,6 +37,7 @@ _TWO_POW_26 = 67108864.0
 _TWO_POW_53 = 9007199254740992.0
 _CORR_NOISE_SIGMA = 2.0  # gaussian_filter(noise, 2) in the reference's corr_noise_like
 _TEMPLATE_EPS = 1e-8  # transform(..., eps=1e-8) in the reference
+_BLOCK = 4096  # samples per vectorised block
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,8 +251,8 @@ def _replay_stream(rng: np.random.RandomState, bitgen: np.random.MT19937, n: int
     choice try, rare extra tries, and one ``randn`` call per sample.
 
     Returns:
-        uniforms ``[n, 3]`` (padding, scale, shear), shifts ``[n]`` int64, normals
-        ``[n, normals_per_sample]``.
+        uniforms ``[n, 3]`` (padding, scale, shear), shifts ``[n]`` int64, and a list of
+        ``n`` normal arrays ``[normals_per_sample]`` (correlated-noise draws, then iid).
     """
     rng_span = max_translation - 1  # choice(m) == randint(0, m): masked rejection on [0, m-1]
     mask = (1 << rng_span.bit_length()) - 1
@@ -278,7 +280,35 @@ def _replay_stream(rng: np.random.RandomState, bitgen: np.random.MT19937, n: int
     else:
         shifts = np.zeros(n, np.int64)
     uniforms = _legacy_doubles(words[:, [0, 1, 2, 3, head, head + 1]].reshape(n, 3, 2))
-    return uniforms, shifts, np.concatenate(normals).reshape(n, normals_per_sample)
+    return uniforms, shifts, normals
+
+
+def _transform_block(dilated: np.ndarray, template_index: np.ndarray, shifts: np.ndarray,
+                     uniforms: np.ndarray, noise: np.ndarray, args: DatasetArgs) -> np.ndarray:
+    """The reference's per-sample transform after padding and dilation, for a block of samples.
+
+    Args:
+        dilated: ``[num_templates, D]`` padded-and-dilated templates (``D`` points).
+        template_index: ``[b]`` row of ``dilated`` of each sample (label and padding).
+        shifts: ``[b]`` right roll ``k`` of each sample.
+        uniforms: ``[b, 3]`` the padding, scale and shear ``rand()`` draws.
+        noise: ``[b, 2D]`` the correlated-noise then iid-noise ``randn`` draws.
+        args: generation arguments.
+
+    Returns:
+        ``[b, final_seq_length]`` float64 signals before the global standardisation.
+    """
+    length = dilated.shape[1]
+    cols = (np.arange(length)[None, :] - shifts[:, None]) % length
+    x = dilated.reshape(-1)[(template_index * length)[:, None] + cols]  # roll right by k
+    x *= (1 + args.scale_coeff * (uniforms[:, 1] - 0.5))[:, None]  # commutes with the roll
+    corr = gaussian_filter1d(args.corr_noise_scale * noise[:, :length], _CORR_NOISE_SIGMA,
+                             axis=-1)
+    x = np.where(x != 0, x, corr)
+    x += args.iid_noise_scale * noise[:, length:]
+    shear = args.shear_scale * (uniforms[:, 2] - 0.5)
+    x -= shear[:, None] * np.linspace(-0.5, 0.5, length)[None, :]
+    return _interp_rows(x, args.final_seq_length)
 
 
 def make_dataset(args: Any = None, **overrides) -> dict[str, Any]:
@@ -326,8 +356,7 @@ def make_dataset(args: Any = None, **overrides) -> dict[str, Any]:
     labels = np.repeat(templates["y"], per_class)
 
     # Pad with p zeros and dilate to dilated_len points. Only (label, p) matters, so the
-    # (num_classes x num_pads) dilated templates are made once and gathered per sample,
-    # rolled right by k; the scale factor commutes with the roll.
+    # (num_classes x num_pads) dilated templates are made once and gathered per sample.
     pads = low + (uniforms[:, 0] * (high - low + 1)).astype(np.int64)
     base = templates["x"] + _TEMPLATE_EPS
     template_points = base.shape[1]
@@ -336,18 +365,14 @@ def make_dataset(args: Any = None, **overrides) -> dict[str, Any]:
         padded = np.zeros((num_classes, template_points + p))
         padded[:, :template_points] = base
         dilated[:, p - low] = _interp_rows(padded, dilated_len)
-    rows = (labels * (high - low + 1) + (pads - low)) * dilated_len
-    cols = (np.arange(dilated_len)[None, :] - shifts[:, None]) % dilated_len
-    x = dilated.reshape(-1)[rows[:, None] + cols]
-    x *= (1 + args.scale_coeff * (uniforms[:, 1] - 0.5))[:, None]
+    template_index = labels * (high - low + 1) + (pads - low)
 
-    corr = gaussian_filter1d(args.corr_noise_scale * normals[:, :dilated_len],
-                             _CORR_NOISE_SIGMA, axis=-1)
-    x = np.where(x != 0, x, corr)
-    x = x + args.iid_noise_scale * normals[:, dilated_len:]
-    shear = args.shear_scale * (uniforms[:, 2] - 0.5)
-    x = x - shear[:, None] * np.linspace(-0.5, 0.5, dilated_len)[None, :]
-    x = _interp_rows(x, args.final_seq_length)
+    x = np.empty((n, args.final_seq_length))
+    for start in range(0, n, _BLOCK):  # blocks keep the temporaries in cache
+        block = slice(start, start + _BLOCK)
+        noise = np.concatenate(normals[block]).reshape(-1, 2 * dilated_len)
+        x[block] = _transform_block(dilated.reshape(-1, dilated_len), template_index[block],
+                                    shifts[block], uniforms[block], noise, args)
 
     t = np.interp(np.linspace(0, 1, dilated_len), np.linspace(0, 1, templates["t"].shape[0]),
                   templates["t"])

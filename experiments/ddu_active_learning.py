@@ -50,6 +50,12 @@ pretrained model's default ``--trained-model`` is ``resnet18`` with ``-tsn`` (th
 default ``resnet18_sn`` is not a key of its model table); ``--num-runs`` is a flag (the
 original hard-codes 5).
 
+``--strategy {default,mirrored,multiworker,tpu}`` (``ddu_tf.distribute``, docs/distributed.md):
+networks and optimisers are built under ``strategy.scope()`` and trained data-parallel on
+the global ``-b`` batch (``distribute.make_train_step``); the pool is scored sharded across
+replicas (``distribute.sharded_scores``, ``-sb`` rows per replica), giving the same scores
+as on one device; only the chief writes ``--output-dir``.
+
 Example (CPU scale)::
 
     python experiments/ddu_active_learning.py --seed 1 --model lenet --al-type gmm \\
@@ -75,11 +81,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from ddu_tf import distribute  # noqa: E402
 from ddu_tf.active_learning import ddu_scoring  # noqa: E402
 from ddu_tf.active_learning.loop import ActiveLearningLoop, load_results  # noqa: E402
 from ddu_tf.active_learning.pool import atomic_write_text, initial_state  # noqa: E402
 from ddu_tf.data.al_pools import load_al_pool  # noqa: E402
-from ddu_tf.models import MODELS, blocks, get_model, resnet  # noqa: E402
+from ddu_tf.density import ClassConditionalGaussians  # noqa: E402
+from ddu_tf.models import MODELS, blocks, features_and_logits, get_model, resnet  # noqa: E402
 from ddu_tf.training import TorchAdam  # noqa: E402
 from ddu_tf.uncertainty import softmax_entropy  # noqa: E402
 
@@ -160,6 +168,7 @@ def build_parser():
                    help="Fixed Gaussian noise after normalisation (0 as the DDU repo)")
     p.add_argument("--pretrain-epochs", type=int, default=2, dest="pretrain_epochs",
                    help="Epochs of the pretrained ambiguity model when none is loaded (0: skip)")
+    distribute.add_strategy_argument(p)
     return p
 
 
@@ -249,26 +258,18 @@ class Member:
     :func:`ddu_scoring.compiled_forward` be traced once per process instead of once per round.
     """
 
-    def __init__(self, args, model_name=None, sn=None, coeff=None, mod=None):
+    def __init__(self, args, model_name=None, sn=None, coeff=None, mod=None, strategy=None):
         self.spec = (model_name or args.model_name, args.sn if sn is None else sn,
                      args.coeff if coeff is None else coeff, args.mod if mod is None else mod)
-        self.model = build_model(*self.spec)
-        self.optimizer = TorchAdam(args.learning_rate, coupled_weight_decay=args.weight_decay)
-        self.optimizer.build(self.model.trainable_variables)
+        strategy = strategy or tf.distribute.get_strategy()
+        with strategy.scope():  # mirrored weights, SN state and optimiser slots
+            self.model = build_model(*self.spec)
+            self.optimizer = TorchAdam(args.learning_rate,
+                                       coupled_weight_decay=args.weight_decay)
+            self.optimizer.build(self.model.trainable_variables)
         self._initial_optimizer = [v.numpy() for v in self.optimizer.variables]
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        model, optimizer = self.model, self.optimizer
-
-        @tf.function(input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.float32),
-                                      tf.TensorSpec([None], tf.int64)])
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                loss = loss_fn(y, model(x, training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
-
-        self.step = step
+        # Data-parallel over the global batch; on one device the usual compiled step.
+        self.step = distribute.make_train_step(strategy, self.model, self.optimizer)
 
     def reset(self, seed: int):
         """Fresh random weights (seeded) and a fresh optimizer state."""
@@ -295,6 +296,31 @@ def predict_log_probs(models, images, batch_size):
 
 def accuracy_percent(models, images, labels, batch_size):
     return 100.0 * float(np.mean(np.argmax(predict_log_probs(models, images, batch_size), -1) == labels))
+
+
+def sharded_acquisition_scores(strategy, args, models, pool_images, labelled_images,
+                               labelled_labels):
+    """``ddu_scoring.acquisition_scores`` with every forward pass sharded across replicas.
+
+    Returns float64 ``[N]`` scores (higher = acquire first), equal to the single-device ones.
+    """
+    def outputs(model, images, with_features):
+        net = features_and_logits(model) if with_features else model
+        return distribute.sharded_scores(strategy, lambda x, _: net(x, training=False),
+                                         images, args.scoring_batch_size)
+
+    if args.al_type != "gmm":
+        logits = np.stack([outputs(m, pool_images, False) for m in models])
+        if args.al_type == "softmax":
+            return ddu_scoring.softmax_entropy_scores(logits[0])
+        return ddu_scoring.ensemble_scores(logits, mutual_information=args.mi)
+    features, _ = outputs(models[0], labelled_images, True)
+    gmm = ClassConditionalGaussians.fit(features.astype(np.float64), labelled_labels,
+                                        NUM_CLASSES)
+    pool_features, _ = outputs(models[0], pool_images, True)
+    return ddu_scoring.gmm_density_scores(
+        gmm.class_log_densities(pool_features.astype(np.float64)).numpy(), labelled_labels,
+        NUM_CLASSES)
 
 
 def train_round(members, x, y, val_x, val_y, args, seed):
@@ -501,6 +527,8 @@ def plot_results(output_dir, dataset):
 # ----------------------------------------------------------------------------- main
 def main(argv=None):
     args = parse_args(argv)
+    strategy = distribute.strategy_from_args(args)  # first: multi-worker needs it at startup
+    args.output_dir = distribute.worker_directory(strategy, args.output_dir)
     os.makedirs(args.output_dir, exist_ok=True)
     name = run_name(args)
     start = time.perf_counter()
@@ -523,11 +551,12 @@ def main(argv=None):
                            seed=args.seed, balanced=True)
     val_idx = np.asarray(state0.validation, np.int64)
     val_x, val_y = pool.images[val_idx], pool.labels[val_idx]
-    members = [Member(args) for _ in range(args.num_ensemble if args.al_type == "ensemble" else 1)]
+    members = [Member(args, strategy=strategy)
+               for _ in range(args.num_ensemble if args.al_type == "ensemble" else 1)]
     loop_config = {k: v for k, v in vars(args).items()
                    if k not in ("output_dir", "data_dir", "dataset_root", "tfds_data_dir",
                                 "num_runs", "saved_model_path", "test_batch_size",
-                                "scoring_batch_size", "pretrain_epochs")}
+                                "scoring_batch_size", "pretrain_epochs", "strategy", "tpu")}
     run_paths = [os.path.join(args.output_dir, "runs", f"{name}_run{run}.json")
                  for run in range(args.num_runs)]
     timings = {}
@@ -548,6 +577,10 @@ def main(argv=None):
 
         def score_fn(models, candidates, round_index):
             labelled = trained["labelled"]
+            if args.strategy != "default":
+                return sharded_acquisition_scores(
+                    strategy, args, models, pool.images[candidates], pool.images[labelled],
+                    pool.labels[labelled])
             return ddu_scoring.acquisition_scores(
                 args.al_type, models, pool.images[candidates],
                 labelled_images=pool.images[labelled], labelled_labels=pool.labels[labelled],

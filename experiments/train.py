@@ -80,6 +80,9 @@ DATASETS = {
     "svhn": DatasetSpec("svhn_cropped", 10, (32, 32, 3), rgb_uint8=True),
     "mnist": DatasetSpec("mnist", 10, (28, 28, 1), validation_split="validation"),
     "dirty_mnist": DatasetSpec("dirty_mnist", 10, (28, 28, 1), validation_split="validation"),
+    # Dirty-MNIST with the regenerated Ambiguous-MNIST (builds offline from MNIST alone).
+    "dirty_mnist_generated": DatasetSpec("dirty_mnist_generated", 10, (28, 28, 1),
+                                         validation_split="validation"),
     "fashion_mnist": DatasetSpec("fashion_mnist", 10, (28, 28, 1)),
     "mnist1d": DatasetSpec("mnist1d", 10, (40,)),
 }

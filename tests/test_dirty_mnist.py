@@ -127,3 +127,47 @@ def test_generated_tiny_variant_through_tfds(tmp_path):
     np.testing.assert_array_equal(tiny["sample_id"], np.arange(n * 10 // 2) // 10)
     d = dm.load_dirty_arrays("test", "generated_tiny", tfds_data_dir=str(tmp_path))
     assert len(d["label"]) == 10000 + n * 10 // 2
+
+
+def test_mnist_without_a_manual_dir_downloads_into_the_user_cache(tmp_path, monkeypatch):
+    """No data_dir and no $DDU_TF_DATA_DIR: the official files are fetched (verified) into
+    $XDG_CACHE_HOME/ddu_tf; here the "download" serves the shared reference files."""
+    import os
+    import urllib.request
+
+    source_dir = os.environ.get("DDU_TF_DATA_DIR")
+    assert source_dir, "the test suite's conftest points DDU_TF_DATA_DIR at MNIST"
+    requested = []
+
+    class _Response:
+        def __init__(self, path):
+            self._file = open(path, "rb")
+
+        def read(self, *args):
+            return self._file.read(*args)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._file.close()
+
+    def fake_urlopen(url, timeout=None):
+        requested.append(url)
+        name = url.rsplit("/", 1)[-1]
+        return _Response(os.path.join(source_dir, "mnist", name))
+
+    monkeypatch.delenv("DDU_TF_DATA_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    arrays = dm.load_mnist_arrays("test")
+    assert arrays["images"].shape == (10000, 28, 28)
+    assert sorted(u.rsplit("/", 1)[-1] for u in requested) == [
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    assert all(u.startswith("https://storage.googleapis.com/cvdf-datasets/mnist/") for u in requested)
+    cached = sorted(p.name for p in (tmp_path / "ddu_tf" / "mnist").iterdir())
+    assert cached == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    # Second call: served from the cache, nothing fetched again.
+    requested.clear()
+    again = dm.load_mnist_arrays("test")
+    assert requested == [] and np.array_equal(again["label"], arrays["label"])

@@ -6,3 +6,5 @@
 
 # One import per builder package (each registers its `Builder` with TFDS on import).
 from tfds_builders import mnist1d  # noqa: E402,F401
+from tfds_builders import ambiguous_mnist  # noqa: E402,F401
+from tfds_builders import dirty_mnist  # noqa: E402,F401

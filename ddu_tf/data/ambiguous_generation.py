@@ -32,7 +32,8 @@ Default scale (`GenerationConfig()`): 12000 images selected from 320,000 candida
 original collected about 4M), VAE 15 epochs, 5 LeNets x 4 epochs, all 60k MNIST training
 images; about 10-25 minutes on 2 CPU cores. Same config + same machine -> identical bytes
 (`keras.utils.set_random_seed`, `tf.config.experimental.enable_op_determinism()` -- a
-process-wide switch -- seeded NumPy generators and a fixed processing order).
+process-wide switch -- seeded NumPy generators and a fixed processing order); checked at full
+scale: two builds gave bit-identical arrays.
 """
 from __future__ import annotations
 

@@ -279,6 +279,8 @@ def load_mnist_arrays(split: str, dataset: str = "mnist", data_dir: Optional[os.
     Args:
       split: "train" (MNIST train minus validation), "validation", "train_full" (all 60k) or
         "test". Fashion-MNIST has no validation split ("train" = all 60k).
+      data_dir: manual directory; else ``$DDU_TF_DATA_DIR``; else the official files are
+        downloaded once into ``$XDG_CACHE_HOME/ddu_tf`` (default ``~/.cache/ddu_tf``).
 
     Returns:
       dict: ``images`` float32 ``[n, 28, 28]`` = uint8 / 255, ``label`` int64 ``[n]``,
@@ -288,7 +290,14 @@ def load_mnist_arrays(split: str, dataset: str = "mnist", data_dir: Optional[os.
     if split not in splits:
         raise ValueError(f"Expected split in {splits}. Received: split={split!r}")
     idx_split = "test" if split == "test" else "train"
-    images, labels = mnist_idx.load_idx_arrays(dataset, idx_split, data_dir)
+    download = False
+    if data_dir is None and not os.environ.get(mnist_idx.ENV_VAR):
+        # No manual directory configured: fetch the official files once into a user cache
+        # (verified by SHA-256). With a manual directory nothing is downloaded.
+        data_dir = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache"),
+                                "ddu_tf")
+        download = True
+    images, labels = mnist_idx.load_idx_arrays(dataset, idx_split, data_dir, download=download)
     ids = np.arange(len(labels), dtype=np.int64)
     if dataset == "mnist" and split in ("train", "validation"):
         val = validation_indices(len(labels), validation_fraction, validation_seed)

@@ -492,7 +492,7 @@ def gmm_score_fn(feature_fn, gmm):
     """
     def score_fn(x, indices):
         features = tf.cast(feature_fn(x), tf.float64)
-        class_log_densities, log_density, weighted = gmm._scores(features)
+        class_log_densities, log_density, weighted = gmm.score_tensors(features)
         return {"class_log_densities": class_log_densities, "log_density": log_density,
                 "weighted_log_density": weighted}
 

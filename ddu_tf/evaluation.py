@@ -38,7 +38,7 @@ from scipy import special
 
 from ddu_tf import calibration, metrics, uncertainty
 from ddu_tf.density import ClassConditionalGaussians, ClassStatistics
-from ddu_tf.models import features_and_logits
+from ddu_tf.models.inference import compiled_forward
 
 METRIC_KEYS = (
     "accuracy", "ece", "m1_auroc", "m1_auprc", "m2_auroc", "m2_auprc",
@@ -48,9 +48,6 @@ MODEL_TYPES = ("softmax", "ensemble", "gmm")
 
 
 # ---------------------------------------------------------------- extraction
-def _predictor(model):
-    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
 
 def extract_logits(model, dataset):
     """Logits and labels of ``model`` over ``dataset``.
@@ -62,10 +59,10 @@ def extract_logits(model, dataset):
     Returns:
       ``(logits [n, classes] float64, labels [n] int64)``.
     """
-    predict = _predictor(model)
+    predict = compiled_forward(model, with_features=False)
     logits, labels = [], []
     for x, y in dataset:
-        logits.append(np.asarray(predict(x), np.float64))
+        logits.append(np.asarray(predict(tf.cast(x, tf.float32)), np.float64))
         labels.append(np.asarray(y, np.int64))
     if not logits:
         raise ValueError("Expected a dataset with at least one batch. Received an empty one.")
@@ -82,10 +79,10 @@ def extract_features_and_logits(model, dataset):
     Returns:
       ``(features [n, dim] float64, logits [n, classes] float64, labels [n] int64)``.
     """
-    predict = _predictor(features_and_logits(model))
+    predict = compiled_forward(model, with_features=True)
     features, logits, labels = [], [], []
     for x, y in dataset:
-        f, z = predict(x)
+        f, z = predict(tf.cast(x, tf.float32))
         features.append(np.asarray(f, np.float64))
         logits.append(np.asarray(z, np.float64))
         labels.append(np.asarray(y, np.int64))
@@ -100,10 +97,10 @@ def fit_gmm(model, dataset, num_classes: int) -> ClassConditionalGaussians:
     Statistics are accumulated batch by batch in float64 (Chan's merge; equal to the
     in-memory fit up to rounding), so memory is ``O(classes * dim^2)``.
     """
-    predict = _predictor(features_and_logits(model))
+    predict = compiled_forward(model, with_features=True)
     stats = None
     for x, y in dataset:
-        f, _ = predict(x)
+        f, _ = predict(tf.cast(x, tf.float32))
         batch = ClassStatistics.from_batch(np.asarray(f, np.float64), np.asarray(y), num_classes)
         stats = batch if stats is None else stats.merge(batch)
     if stats is None:

@@ -87,7 +87,7 @@ from ddu_tf.active_learning.loop import ActiveLearningLoop, load_results  # noqa
 from ddu_tf.active_learning.pool import atomic_write_text, initial_state  # noqa: E402
 from ddu_tf.data.al_pools import load_al_pool  # noqa: E402
 from ddu_tf.density import ClassConditionalGaussians  # noqa: E402
-from ddu_tf.models import MODELS, blocks, features_and_logits, get_model, resnet  # noqa: E402
+from ddu_tf.models import MODELS, blocks, features_and_logits, get_model, inference, resnet  # noqa: E402
 from ddu_tf.training import TorchAdam  # noqa: E402
 from ddu_tf.uncertainty import softmax_entropy  # noqa: E402
 
@@ -255,7 +255,7 @@ class Member:
 
     Keeping the objects across rounds (fresh weights copied in, optimizer state restored to
     its initial values) lets the compiled train step and the cached compiled forward pass of
-    :func:`ddu_scoring.compiled_forward` be traced once per process instead of once per round.
+    :func:`ddu_tf.models.inference.compiled_forward` be traced once per process instead of once per round.
     """
 
     def __init__(self, args, model_name=None, sn=None, coeff=None, mod=None, strategy=None):
@@ -287,7 +287,7 @@ class Member:
 
 def predict_log_probs(models, images, batch_size):
     """Mean-softmax log-probabilities of one model or an ensemble: ``[N, C]`` float64."""
-    logits = np.stack([ddu_scoring.predict_features_and_logits(m, images, batch_size=batch_size,
+    logits = np.stack([inference.predict_features_and_logits(m, images, batch_size=batch_size,
                                                                with_features=False)
                        for m in models]).astype(np.float64)
     log_p = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
@@ -375,7 +375,7 @@ def pretrained_entropies(args, pool, log):
         return None, {"skipped": "No pretrained model given (--saved-model-path) and "
                                  "--pretrain-epochs 0: the entropy-threshold ambiguity measure "
                                  "is not computed; the ground-truth is_ambiguous measure is."}
-    logits = ddu_scoring.predict_features_and_logits(model, pool.images,
+    logits = inference.predict_features_and_logits(model, pool.images,
                                                      batch_size=args.test_batch_size,
                                                      with_features=False)
     ent = np.asarray(softmax_entropy(logits), np.float64)

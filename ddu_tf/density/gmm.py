@@ -152,10 +152,6 @@ class ClassConditionalGaussians:
             mixture_distribution=tfd.Categorical(probs=self.class_priors),
             components_distribution=self.components,
         )
-        self._scores = tf.function(
-            self._scores_impl,
-            input_signature=[tf.TensorSpec([None, self.dim], tf.float64)],
-        )
 
     @property
     def num_classes(self) -> int:
@@ -203,22 +199,16 @@ class ClassConditionalGaussians:
             )
         return tf.constant(features)
 
-    def _scores_impl(self, features):
-        # log N(z | mu_c, L_c L_c^T) = -||L_c^{-1}(z - mu_c)||^2 / 2 - log|det L_c| - D/2 log 2 pi.
-        # Same value as self.components.log_prob(features[:, None, :]) (tested), but one
-        # triangular solve with `batch` right-hand sides per class (BLAS-3) instead of
-        # batch x classes matrix-vector solves: ~10x faster at dim 512.
-        centred = tf.transpose(features[None, :, :] - self.means[:, None, :], [0, 2, 1])
-        whitened = tf.linalg.triangular_solve(self.scale_tril, centred, lower=True)
-        mahalanobis = tf.reduce_sum(tf.square(whitened), axis=1)  # [classes, batch]
-        log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(self.scale_tril)), axis=-1)
-        const = 0.5 * self.dim * np.log(2.0 * np.pi)
-        class_log_densities = tf.transpose(-0.5 * mahalanobis - log_det[:, None] - const)
-        log_density = tf.reduce_logsumexp(class_log_densities, axis=-1)
-        weighted = tf.reduce_logsumexp(
-            class_log_densities + tf.math.log(self.class_priors), axis=-1
-        )
-        return class_log_densities, log_density, weighted
+    def score_tensors(self, features):
+        """Scores of a float64 tensor ``[batch, dim]`` without the NumPy input checks, for
+        use inside ``tf.function`` / ``strategy.run``.
+
+        Returns:
+          ``(class_log_densities [batch, classes], log_density [batch],
+          weighted_log_density [batch])``, float64 nats.
+        """
+        return _gaussian_scores(features, self.means, self.scale_tril,
+                                tf.math.log(self.class_priors))
 
     def scores(self, features, batch_size: int = 1024) -> dict:
         """All scores, computed by a compiled function in chunks of ``batch_size`` rows.
@@ -235,7 +225,8 @@ class ClassConditionalGaussians:
             raise ValueError(f"Expected batch_size >= 1. Received: batch_size={batch_size!r}.")
         features = self._check(features)
         n = int(features.shape[0])
-        chunks = [self._scores(features[i:i + batch_size]) for i in range(0, max(n, 1), batch_size)]
+        chunks = [self.score_tensors(features[i:i + batch_size])
+                  for i in range(0, max(n, 1), batch_size)]
         cld, ld, wld = (tf.concat(parts, axis=0) for parts in zip(*chunks))
         return {"class_log_densities": cld, "log_density": ld, "weighted_log_density": wld}
 
@@ -284,3 +275,30 @@ class ClassConditionalGaussians:
                 data["means"], data["covariances"], data["counts"], float(data["jitter"]),
                 data["scale_tril"],
             )
+
+
+@tf.function(reduce_retracing=True)
+def _gaussian_scores(features, means, scale_tril, log_priors):
+    """Compiled scores of ``features [batch, dim]`` under Gaussians ``N(means_c, L_c L_c^T)``.
+
+    A module-level function with the parameters as arguments, so one trace serves every
+    fitted GMM of the same shape (active learning fits a new one each round).
+
+    Returns:
+      ``(class_log_densities [batch, classes], log_density [batch],
+      weighted_log_density [batch])`` in nats, float64.
+    """
+    # log N(z | mu_c, L_c L_c^T) = -||L_c^{-1}(z - mu_c)||^2 / 2 - log|det L_c| - D/2 log 2 pi.
+    # Same value as components.log_prob(features[:, None, :]) (tested), but one triangular
+    # solve with `batch` right-hand sides per class (BLAS-3) instead of batch x classes
+    # matrix-vector solves: ~10x faster at dim 512.
+    dim = tf.cast(tf.shape(means)[1], tf.float64)
+    centred = tf.transpose(features[None, :, :] - means[:, None, :], [0, 2, 1])
+    whitened = tf.linalg.triangular_solve(scale_tril, centred, lower=True)
+    mahalanobis = tf.reduce_sum(tf.square(whitened), axis=1)  # [classes, batch]
+    log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(scale_tril)), axis=-1)
+    const = 0.5 * dim * np.log(2.0 * np.pi)
+    class_log_densities = tf.transpose(-0.5 * mahalanobis - log_det[:, None] - const)
+    log_density = tf.reduce_logsumexp(class_log_densities, axis=-1)
+    weighted = tf.reduce_logsumexp(class_log_densities + log_priors, axis=-1)
+    return class_log_densities, log_density, weighted

@@ -16,6 +16,13 @@ finished round. Outputs: TensorBoard scalars (``<result_dir>/tensorboard``), a P
 accuracy vs acquired images, and ``table.json`` / ``table.md`` (images to reach 10% / 5%
 test error, and the error at the last round).
 
+``--strategy {default,mirrored,multiworker,tpu}`` (``ddu_tf.distribute``, docs/distributed.md):
+the CNN and its optimiser are built under ``strategy.scope()`` (``--batch_size`` is global)
+and the MC-dropout pool / test scoring is sharded across replicas with the same masks as on
+one device (``distribute.mc_dropout_score_fn``). ``multiworker`` is refused: the CNN is
+trained with Keras 3's ``model.fit``, which fails under ``MultiWorkerMirroredStrategy``
+(keras-team/keras#20585).
+
 Example (a CPU-scale run)::
 
     python experiments/bayesian_al.py --experiment 1 --rounds 20 --epochs 50 \\
@@ -33,10 +40,11 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ddu_tf import distribute  # noqa: E402
 from ddu_tf.active_learning import (ActiveLearningLoop, MCDropoutPredictor,  # noqa: E402
                                     atomic_write_text, get_acquisition, harmonic_solution,
-                                    initial_state, load_results, mbr_expected_risk,
-                                    random_scores, rbf_graph)
+                                    initial_state, load_results, log_mean_prob,
+                                    mbr_expected_risk, random_scores, rbf_graph)
 from ddu_tf.data.mnist_idx import load_idx_arrays  # noqa: E402
 from ddu_tf.models.bayesian_cnn import bayesian_cnn  # noqa: E402
 
@@ -93,7 +101,11 @@ def parse_args(argv=None):
                    help="pool points in the MBR graph (experiment 3)")
     p.add_argument("--summary-only", action="store_true",
                    help="only rebuild table.json / table.md / PNG from saved results")
+    distribute.add_strategy_argument(p)
     args = p.parse_args(argv)
+    if args.strategy == "multiworker":
+        p.error("--strategy multiworker: Keras 3's model.fit does not support "
+                "MultiWorkerMirroredStrategy (keras-team/keras#20585); use --strategy mirrored")
     if args.val_size is None:
         args.val_size = 5000 if args.experiment == 4 else 100
     if args.test_dropout_iter is None:
@@ -137,8 +149,10 @@ def round_seed(seed, round_index):
 class CNNRun:
     """Train / evaluate / score callables of one Bayesian-CNN active-learning run."""
 
-    def __init__(self, args, data, state, acquisition, determ, seed, weight_decay, run_dir):
+    def __init__(self, args, data, state, acquisition, determ, seed, weight_decay, run_dir,
+                 strategy=None):
         self.args, self.state, self.seed, self.determ = args, state, seed, determ
+        self.strategy = strategy  # None: one device
         self.x_train, self.y_train, self.x_test, self.y_test = data
         self.acquisition, self.weight_decay, self.run_dir = acquisition, weight_decay, run_dir
         self.num_classes = int(max(self.y_train.max(), self.y_test.max()) + 1)
@@ -149,12 +163,13 @@ class CNNRun:
 
     def train(self, labelled, round_index):
         keras.utils.set_random_seed(round_seed(self.seed, round_index))
-        model = self.build(len(labelled))
-        weights_path = os.path.join(self.run_dir, "weights.weights.h5")
-        if not self.args.reinit and round_index > 0 and os.path.exists(weights_path):
-            model.load_weights(weights_path)
-        model.compile(optimizer=keras.optimizers.Adam(self.args.lr),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        with (self.strategy or tf.distribute.get_strategy()).scope():
+            model = self.build(len(labelled))
+            weights_path = os.path.join(self.run_dir, "weights.weights.h5")
+            if not self.args.reinit and round_index > 0 and os.path.exists(weights_path):
+                model.load_weights(weights_path)
+            model.compile(optimizer=keras.optimizers.Adam(self.args.lr),
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(self.x_train[labelled], self.y_train[labelled], epochs=self.args.epochs,
                   batch_size=self.args.batch_size, verbose=0, shuffle=True)
         if not self.args.reinit:
@@ -167,6 +182,13 @@ class CNNRun:
         return MCDropoutPredictor(model, num_samples,
                                   consistent_masks=self.args.consistent_masks)
 
+    def _reduce(self, predictor, x, reduce_fn, seed):
+        """``predictor.reduce(x, reduce_fn, seed)`` as NumPy, sharded under ``--strategy``."""
+        if self.strategy is None:
+            return predictor.reduce(x, reduce_fn, seed=seed).numpy()
+        score_fn, batch_size = distribute.mc_dropout_score_fn(predictor, reduce_fn, seed=seed)
+        return distribute.sharded_scores(self.strategy, score_fn, x, batch_size)
+
     def evaluate(self, model, round_index):
         predictor = self._predictor(model, self.args.test_dropout_iter)
         seed = (self.seed, round_index)
@@ -175,7 +197,7 @@ class CNNRun:
                                  ("val", self.state.validation, self.x_train, self.y_train)):
             if not len(idx):
                 continue
-            log_p = predictor.mean_log_probs(x[idx], seed=seed).numpy()
+            log_p = self._reduce(predictor, x[idx], log_mean_prob, seed)
             accuracy = float(np.mean(log_p.argmax(-1) == y[idx]))
             metrics[f"{split}/accuracy"] = accuracy
             metrics[f"{split}/error"] = 1.0 - accuracy
@@ -187,8 +209,8 @@ class CNNRun:
         if self.acquisition == "random":
             return random_scores(tf.zeros([1, len(candidates), 1]), seed=seed).numpy()
         predictor = self._predictor(model, self.args.dropout_iter)
-        return predictor.reduce(self.x_train[candidates], get_acquisition(self.acquisition),
-                                seed=seed).numpy()
+        return self._reduce(predictor, self.x_train[candidates],
+                            get_acquisition(self.acquisition), seed)
 
 
 class MBRRun:
@@ -281,7 +303,7 @@ def tensorboard_callback(log_dir):
     return on_round_end
 
 
-def run_one(args, data, run_name, acquisition, determ, seed):
+def run_one(args, data, run_name, acquisition, determ, seed, strategy=None):
     exp_dir = os.path.join(args.result_dir, f"exp{args.experiment}")
     run_dir = os.path.join(exp_dir, f"{run_name}_seed{seed}")
     os.makedirs(run_dir, exist_ok=True)
@@ -302,7 +324,8 @@ def run_one(args, data, run_name, acquisition, determ, seed):
     if acquisition == "mbr":
         runner = MBRRun(data, state)
     else:
-        runner = CNNRun(args, data, state, acquisition, determ, seed, weight_decay, run_dir)
+        runner = CNNRun(args, data, state, acquisition, determ, seed, weight_decay, run_dir,
+                        strategy)
     loop = ActiveLearningLoop(
         state, train_fn=runner.train, evaluate_fn=runner.evaluate, score_fn=runner.score,
         acquisition_size=args.query, num_rounds=args.rounds,
@@ -392,13 +415,15 @@ def summarise(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    strategy = distribute.strategy_from_args(args)  # first: multi-worker needs it at startup
+    strategy = None if args.strategy == "default" else strategy
     tf.get_logger().setLevel("ERROR")
     data = None if args.summary_only else load_data(args)
     start = time.perf_counter()
     if not args.summary_only:
         for e in range(args.experiments):
             for run_name, acquisition, determ in runs_for(args):
-                run_one(args, data, run_name, acquisition, determ, args.seed + e)
+                run_one(args, data, run_name, acquisition, determ, args.seed + e, strategy)
                 summarise(args)
     table = summarise(args)
     print(json.dumps(table, indent=2))

@@ -45,8 +45,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import ddu_tf  # noqa: E402,F401  (registers the TFDS builders)
-import ddu_tf.layers  # noqa: E402,F401  (registers the SN layer for load_model)
+import ddu_tf  # noqa: E402,F401  (registers the TFDS builders and the Keras objects)
 import ddu_tf.models  # noqa: E402,F401
 from ddu_tf import data as ddu_data  # noqa: E402
 from ddu_tf import distribute, evaluation, training  # noqa: E402
@@ -99,6 +98,10 @@ def build_parser():
                         help="checkpoint to load: epochs trained, or 'best'")
     parser.add_argument("--val-size", dest="val_size", type=float, default=0.1,
                         help="validation fraction held out by train.py")
+    parser.add_argument("--max-train-samples", dest="max_train_samples", type=_positive_int,
+                        default=None,
+                        help="fit the GMM on the seeded random subset of N training examples "
+                             "that experiments/train.py --max-train-samples N used")
     parser.add_argument("--output-dir", dest="output_dir", default="./",
                         help="directory of the JSON result")
     distribute.add_strategy_argument(parser)
@@ -184,6 +187,10 @@ def train_val_datasets(args, seed):
     spec = DATASETS[args.dataset]
     train_arrays, val_arrays = train_validation_arrays(
         spec, seed=seed, val_size=args.val_size, data_dir=args.dataset_root)
+    max_train = getattr(args, "max_train_samples", None)
+    if max_train and max_train < len(train_arrays[0]):
+        keep = np.sort(np.random.RandomState(seed).permutation(len(train_arrays[0]))[:max_train])
+        train_arrays = tuple(a[keep] for a in train_arrays)
     return (_pipeline(spec, train_arrays, args.batch_size),
             _pipeline(spec, val_arrays, args.batch_size))
 

@@ -32,7 +32,6 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
 import ddu_tf  # noqa: E402,F401
-import ddu_tf.layers  # noqa: E402,F401  (registers the SN layer for load_model)
 from ddu_tf import evaluation, uncertainty  # noqa: E402
 from ddu_tf.data import dirty_mnist  # noqa: E402
 

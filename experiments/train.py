@@ -171,7 +171,8 @@ def build_parser():
     parser.add_argument("--val-size", dest="val_size", type=_fraction, default=0.1,
                         help="held-out fraction of the training split")
     parser.add_argument("--max-train-samples", dest="max_train_samples", type=_positive_int,
-                        default=None, help="use only the first N training examples (smoke runs)")
+                        default=None,
+                        help="use only N training examples, a seeded random subset (smoke runs)")
     parser.add_argument("--max-val-samples", dest="max_val_samples", type=_positive_int,
                         default=None, help="use only the first N validation examples")
     parser.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
@@ -273,8 +274,12 @@ def run(args, extra_callbacks=()):
     spec = DATASETS[args.dataset]
     train_arrays, val_arrays = train_validation_arrays(
         spec, seed=args.seed, val_size=args.val_size, data_dir=args.dataset_root)
-    if args.max_train_samples:
-        train_arrays = tuple(a[:args.max_train_samples] for a in train_arrays)
+    if args.max_train_samples and args.max_train_samples < len(train_arrays[0]):
+        # A seeded random subset (kept in stored order), not the first N: Dirty-MNIST lists
+        # its MNIST part first, so the first N examples would contain no ambiguous digits.
+        keep = np.sort(np.random.RandomState(args.seed).permutation(
+            len(train_arrays[0]))[:args.max_train_samples])
+        train_arrays = tuple(a[keep] for a in train_arrays)
     if args.max_val_samples:
         val_arrays = tuple(a[:args.max_val_samples] for a in val_arrays)
     train_ds, val_ds = make_datasets(spec, train_arrays, val_arrays,

@@ -188,7 +188,6 @@ def _free_ports(count):
     return ports
 
 
-@pytest.mark.slow
 def test_multiworker_two_localhost_workers(tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []

@@ -239,7 +239,6 @@ def test_plot_rejects_non_finite_scores(tmp_path):
         plot.plot_histograms(bad, str(tmp_path / "bad.png"))
 
 
-@pytest.mark.slow
 def test_cli_on_a_model_trained_by_train_py(tmp_path):
     """train.py (1 epoch, MNIST-1D, ResNet-1D) -> evaluate.py --model-type gmm, in process.
 

@@ -313,3 +313,31 @@ def test_lazily_registered_models_plug_in(name, shape):
     assert logits.shape == (2, 10) and feats.shape[0] == 2
     with pytest.raises(ValueError, match="spectral_normalization"):
         get_model(name, input_shape=shape, spectral_normalization=True)
+
+
+def test_saved_mod_sn_model_loads_in_a_fresh_process_after_import_ddu_tf(tmp_path):
+    """`import ddu_tf` alone registers every custom object a saved model needs (the -mod
+    shortcut, the SN wrapper, the torch-style optimiser in the compile config)."""
+    import subprocess
+    import sys
+
+    from ddu_tf import training
+    from ddu_tf.models import get_model
+
+    model = get_model("resnet1d", spectral_normalization=True, mod=True)
+    training.compile_model(model, training.make_optimizer("adam", lr=1e-3))
+    x = np.random.default_rng(0).normal(size=(4, 40)).astype("float32")
+    path = tmp_path / "m.keras"
+    model.save(path)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.asarray(model(x, training=False)))
+    code = (
+        "import numpy as np, keras, ddu_tf, sys\n"
+        f"m = keras.models.load_model(r'{path}')\n"
+        f"x = np.load(r'{tmp_path / 'x.npy'}'); y = np.load(r'{tmp_path / 'y.npy'}')\n"
+        "assert np.allclose(np.asarray(m(x, training=False)), y, atol=1e-5)\n"
+        "assert type(m.optimizer).__name__ == 'TorchAdam'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

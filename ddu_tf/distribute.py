@@ -458,23 +458,10 @@ def mc_dropout_score_fn(predictor, reduce_fn, *, seed=None, batch_size=None):
     seed = predictor.seed if seed is None else predictor._seed_tensor(seed)
 
     def score_fn(x, indices):
-        x = tf.cast(x, tf.float32)
-        n = tf.shape(x)[0]
-        first = tf.cond(n > 0, lambda: tf.cast(indices[0] // batch_size, tf.int32)
-                        * (batch_size // chunk), lambda: tf.constant(0, tf.int32))
-        n_chunks = tf.maximum((n + chunk - 1) // chunk, 1)
-        padding = [[0, n_chunks * chunk - n]] + [[0, 0]] * (x.shape.rank - 1)
-        chunks = tf.reshape(tf.pad(x, padding),
-                            tf.concat([[n_chunks, chunk], tf.shape(x)[1:]], axis=0))
-
-        def body(args):
-            xb, index = args
-            return reduce_fn(predictor._chunk_log_probs(xb, seed, index))
-
-        out = tf.map_fn(body, (chunks, first + tf.range(n_chunks)),
-                        fn_output_signature=tf.float32, parallel_iterations=1)
-        out = tf.reshape(out, tf.concat([[-1], tf.shape(out)[2:]], axis=0))
-        return out[:n]
+        first = tf.cond(tf.shape(x)[0] > 0,
+                        lambda: tf.cast(indices[0] // batch_size, tf.int32) * (batch_size // chunk),
+                        lambda: tf.constant(0, tf.int32))
+        return predictor.reduce_in_graph(x, reduce_fn, seed, first)
 
     return score_fn, batch_size
 

@@ -314,27 +314,41 @@ class MCDropoutPredictor:
                             tf.concat([[t, -1], tf.shape(logits)[1:]], axis=0))
         return tf.nn.log_softmax(logits)
 
-    def _build(self, reduce_fn):
+    def reduce_in_graph(self, x, reduce_fn, seed, first_chunk=0):
+        """Graph-mode core of :meth:`reduce` (usable inside ``tf.function`` / ``strategy.run``).
+
+        Args:
+            x: ``[n, *input_shape]`` inputs, processed in chunks of ``chunk_size`` by one
+                ``tf.map_fn`` (padding the last chunk).
+            reduce_fn: ``[T, chunk, C] -> [chunk, ...]``.
+            seed: ``[2]`` int64 stateless seed.
+            first_chunk: index of ``x``'s first chunk in the whole pool; chunk ``k`` uses the
+                dropout masks of pool chunk ``first_chunk + k``, so a shard of the pool gets
+                exactly the masks it would get on one device.
+
+        Returns:
+            ``[n, ...]`` float32.
+        """
         chunk = self.chunk_size
+        x = tf.cast(x, tf.float32)
+        n = tf.shape(x)[0]
+        n_chunks = tf.maximum((n + chunk - 1) // chunk, 1)
+        padding = [[0, n_chunks * chunk - n]] + [[0, 0]] * (x.shape.rank - 1)
+        chunks = tf.reshape(tf.pad(x, padding),
+                            tf.concat([[n_chunks, chunk], tf.shape(x)[1:]], axis=0))
 
-        def run(x, seed):
-            n = tf.shape(x)[0]
-            n_chunks = tf.maximum((n + chunk - 1) // chunk, 1)
-            padding = [[0, n_chunks * chunk - n]] + [[0, 0]] * (x.shape.rank - 1)
-            chunks = tf.reshape(tf.pad(x, padding),
-                                tf.concat([[n_chunks, chunk], tf.shape(x)[1:]], axis=0))
+        def body(args):
+            xb, index = args
+            return reduce_fn(self._chunk_log_probs(xb, seed, index))
 
-            def body(args):
-                xb, index = args
-                return reduce_fn(self._chunk_log_probs(xb, seed, index))
+        out = tf.map_fn(body, (chunks, first_chunk + tf.range(n_chunks)),
+                        fn_output_signature=tf.float32, parallel_iterations=1)
+        out = tf.reshape(out, tf.concat([[-1], tf.shape(out)[2:]], axis=0))
+        return out[:n]
 
-            out = tf.map_fn(body, (chunks, tf.range(n_chunks)),
-                            fn_output_signature=tf.float32, parallel_iterations=1)
-            out = tf.reshape(out, tf.concat([[-1], tf.shape(out)[2:]], axis=0))
-            return out[:n]
-
-        return tf.function(run, input_signature=[self._input_spec,
-                                                 tf.TensorSpec([2], tf.int64)])
+    def _build(self, reduce_fn):
+        return tf.function(lambda x, seed: self.reduce_in_graph(x, reduce_fn, seed),
+                           input_signature=[self._input_spec, tf.TensorSpec([2], tf.int64)])
 
     def reduce(self, x, reduce_fn, seed=None):
         """Apply ``reduce_fn`` (``[T, chunk, C] -> [chunk, ...]``) over the whole pool.

@@ -44,6 +44,7 @@ from ddu_tf.active_learning import (ActiveLearningLoop, MCDropoutPredictor, bald
                                     initial_state, log_mean_prob, random_scores)
 from ddu_tf.active_learning.ddu_scoring import acquisition_scores  # noqa: E402
 from ddu_tf.models import get_model  # noqa: E402
+from ddu_tf.models.inference import predict_features_and_logits  # noqa: E402
 
 NUM_CLASSES = 10
 STRATEGIES = ("bald", "ddu", "random")
@@ -196,7 +197,9 @@ def run_active_learning(strategy, args, arrays, out_dir):
         if strategy == "bald":  # MC-averaged predictive, as in Gal et al.
             log_probs = predictor.mean_log_probs(x_test).numpy()
         else:
-            log_probs = tf.nn.log_softmax(model.predict(x_test, batch_size=500, verbose=0)).numpy()
+            logits = predict_features_and_logits(model, x_test, batch_size=500,
+                                                 with_features=False)
+            log_probs = tf.nn.log_softmax(logits).numpy()
         return {"test/accuracy": metrics.accuracy(y_test, log_probs.argmax(1))}
 
     def score_fn(model, candidates, round_index):

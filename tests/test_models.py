@@ -341,3 +341,21 @@ def test_saved_mod_sn_model_loads_in_a_fresh_process_after_import_ddu_tf(tmp_pat
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("n,batch_size", [(1, 4), (10, 4), (12, 4)])
+def test_chunked_inference_equals_one_direct_pass(n, batch_size):
+    """The compiled, chunked inference pass (pool scoring) equals calling the model directly,
+    for sizes that are and are not multiples of the chunk."""
+    from ddu_tf.models import features_and_logits, get_model
+    from ddu_tf.models.inference import predict_features_and_logits
+
+    model = get_model("resnet1d", spectral_normalization=True, mod=True)
+    x = np.random.default_rng(n).normal(size=(n, 40)).astype("float32")
+    features, logits = predict_features_and_logits(model, x, batch_size=batch_size)
+    direct_features, direct_logits = features_and_logits(model)(x, training=False)
+    np.testing.assert_allclose(features, direct_features, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(logits, direct_logits, rtol=1e-5, atol=1e-6)
+    only_logits = predict_features_and_logits(model, x, batch_size=batch_size,
+                                              with_features=False)
+    np.testing.assert_allclose(only_logits, direct_logits, rtol=1e-5, atol=1e-6)

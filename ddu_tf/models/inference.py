@@ -57,15 +57,43 @@ def predict_features_and_logits(model: keras.Model, images, *, batch_size: int =
     images = np.asarray(images, dtype=np.float32)
     if images.ndim < 2 or images.shape[0] == 0:
         raise ValueError(f"Expected a non-empty batch of images [N, ...]. Received: images.shape={images.shape}")
-    forward = compiled_forward(model, with_features)
-    feats, logits = [], []
-    for start in range(0, images.shape[0], int(batch_size)):
-        out = forward(tf.constant(images[start:start + int(batch_size)]))
-        if with_features:
-            feats.append(out[0].numpy())
-            logits.append(out[1].numpy())
-        else:
-            logits.append(out.numpy())
+    outputs = _compiled_chunked_forward(model, with_features, int(batch_size))(
+        tf.constant(images))
     if with_features:
-        return np.concatenate(feats), np.concatenate(logits)
-    return np.concatenate(logits)
+        return outputs[0].numpy(), outputs[1].numpy()
+    return outputs.numpy()
+
+
+def _compiled_chunked_forward(model, with_features, chunk):
+    """One ``tf.function`` over the whole array: pad to a multiple of ``chunk``, run the
+    chunks through ``tf.map_fn`` (memory bounded by one chunk's activations) and trim; the
+    results reach the host once, not once per chunk. Cached per model, kind and chunk."""
+    cache = _FORWARD_CACHE.setdefault(model, {})
+    key = ("chunked", with_features, chunk)
+    if key not in cache:
+        net = features_and_logits(model) if with_features else model
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        out_specs = tuple(tf.TensorSpec([chunk, *t.shape[1:]], tf.float32)
+                          for t in (net.outputs if with_features else net.outputs[:1]))
+
+        @tf.function(input_signature=[spec])
+        def forward(images):
+            n = tf.shape(images)[0]
+            n_chunks = (n + chunk - 1) // chunk
+            padding = [[0, n_chunks * chunk - n]] + [[0, 0]] * (images.shape.rank - 1)
+            chunks = tf.reshape(tf.pad(images, padding),
+                                tf.concat([[n_chunks, chunk], tf.shape(images)[1:]], axis=0))
+
+            def body(xb):
+                out = net(xb, training=False)
+                out = out if with_features else [out]
+                return tuple(tf.cast(o, tf.float32) for o in out)
+
+            outs = tf.map_fn(body, chunks, fn_output_signature=out_specs,
+                             parallel_iterations=1)
+            outs = [tf.reshape(o, tf.concat([[-1], tf.shape(o)[2:]], axis=0))[:n]
+                    for o in outs]
+            return tuple(outs) if with_features else outs[0]
+
+        cache[key] = forward
+    return cache[key]

@@ -86,7 +86,6 @@ from ddu_tf.active_learning import ddu_scoring  # noqa: E402
 from ddu_tf.active_learning.loop import ActiveLearningLoop, load_results  # noqa: E402
 from ddu_tf.active_learning.pool import atomic_write_text, initial_state  # noqa: E402
 from ddu_tf.data.al_pools import load_al_pool  # noqa: E402
-from ddu_tf.density import ClassConditionalGaussians  # noqa: E402
 from ddu_tf.models import MODELS, blocks, features_and_logits, get_model, inference, resnet  # noqa: E402
 from ddu_tf.training import TorchAdam  # noqa: E402
 from ddu_tf.uncertainty import softmax_entropy  # noqa: E402
@@ -298,29 +297,14 @@ def accuracy_percent(models, images, labels, batch_size):
     return 100.0 * float(np.mean(np.argmax(predict_log_probs(models, images, batch_size), -1) == labels))
 
 
-def sharded_acquisition_scores(strategy, args, models, pool_images, labelled_images,
-                               labelled_labels):
-    """``ddu_scoring.acquisition_scores`` with every forward pass sharded across replicas.
-
-    Returns float64 ``[N]`` scores (higher = acquire first), equal to the single-device ones.
-    """
-    def outputs(model, images, with_features):
+def sharded_forward(strategy, batch_size):
+    """``forward(model, images, with_features)`` for :func:`ddu_scoring.acquisition_scores`
+    with every network pass sharded across the strategy's replicas (pool order kept)."""
+    def forward(model, images, with_features):
         net = features_and_logits(model) if with_features else model
         return distribute.sharded_scores(strategy, lambda x, _: net(x, training=False),
-                                         images, args.scoring_batch_size)
-
-    if args.al_type != "gmm":
-        logits = np.stack([outputs(m, pool_images, False) for m in models])
-        if args.al_type == "softmax":
-            return ddu_scoring.softmax_entropy_scores(logits[0])
-        return ddu_scoring.ensemble_scores(logits, mutual_information=args.mi)
-    features, _ = outputs(models[0], labelled_images, True)
-    gmm = ClassConditionalGaussians.fit(features.astype(np.float64), labelled_labels,
-                                        NUM_CLASSES)
-    pool_features, _ = outputs(models[0], pool_images, True)
-    return ddu_scoring.gmm_density_scores(
-        gmm.class_log_densities(pool_features.astype(np.float64)).numpy(), labelled_labels,
-        NUM_CLASSES)
+                                         images, batch_size)
+    return forward
 
 
 def train_round(members, x, y, val_x, val_y, args, seed):
@@ -528,6 +512,9 @@ def plot_results(output_dir, dataset):
 def main(argv=None):
     args = parse_args(argv)
     strategy = distribute.strategy_from_args(args)  # first: multi-worker needs it at startup
+    # Network passes of the scoring: sharded across replicas, or the compiled one-device pass.
+    forward = (sharded_forward(strategy, args.scoring_batch_size)
+               if args.strategy != "default" else None)
     args.output_dir = distribute.worker_directory(strategy, args.output_dir)
     os.makedirs(args.output_dir, exist_ok=True)
     name = run_name(args)
@@ -577,15 +564,11 @@ def main(argv=None):
 
         def score_fn(models, candidates, round_index):
             labelled = trained["labelled"]
-            if args.strategy != "default":
-                return sharded_acquisition_scores(
-                    strategy, args, models, pool.images[candidates], pool.images[labelled],
-                    pool.labels[labelled])
             return ddu_scoring.acquisition_scores(
                 args.al_type, models, pool.images[candidates],
                 labelled_images=pool.images[labelled], labelled_labels=pool.labels[labelled],
                 num_classes=NUM_CLASSES, mutual_information=args.mi,
-                batch_size=args.scoring_batch_size)
+                batch_size=args.scoring_batch_size, forward=forward)
 
         def on_round_end(record, models, run=run):
             size = record["num_labelled"]

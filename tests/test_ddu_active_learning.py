@@ -271,3 +271,30 @@ def test_bad_flags_raise_value_error_naming_the_flag():
         script.parse_args(["--seed", "1", "--max-training-samples", "10"])
     with pytest.raises(ValueError, match="--model"):
         script.parse_args(["--seed", "1", "--model", "alexnet"])
+
+
+@pytest.mark.parametrize("al_type", ["gmm", "ensemble"])
+def test_sharded_scoring_path_acquires_what_the_single_device_path_acquires(
+        tmp_path, monkeypatch, al_type):
+    """--strategy mirrored (one replica in this process) sends every scoring pass through
+    distribute.sharded_scores; the acquisitions must equal the default run's."""
+    script = _load_script()
+    rng = np.random.default_rng(7)
+    images = rng.normal(size=(160, 28, 28, 1)).astype(np.float32)
+    labels = np.arange(160) % 10
+    pool = al_pools.ActiveLearningPool(images=images, labels=labels,
+                                       is_ambiguous=np.zeros(160, bool),
+                                       source_index=np.arange(160), noise_key=np.arange(160))
+    monkeypatch.setattr(script, "load_al_pool",
+                        lambda *a, **k: (pool, images[:40], labels[:40]))
+    extra = ["--num-ensemble", "2"] if al_type == "ensemble" else []
+    runs = {}
+    for strategy in ("default", "mirrored"):
+        out = tmp_path / strategy
+        argv = _tiny_args(out, al_type, [*extra, "--strategy", strategy])
+        script.main(argv)
+        name = script.run_name(script.parse_args(argv))
+        saved = json.loads((out / "runs" / f"{name}_run0.json").read_text())
+        runs[strategy] = [r["acquired"] for r in saved["history"]]
+    assert runs["default"] == runs["mirrored"]
+    assert sum(len(a) for a in runs["default"]) == 8

@@ -106,24 +106,35 @@ def gmm_density_scores(class_log_densities, labelled_labels, num_classes: int) -
     return -class_prior_weighted_log_density(class_log_densities, log_priors)
 
 
+def _local_forward(batch_size):
+    def forward(model, images, with_features):
+        return predict_features_and_logits(model, images, batch_size=batch_size,
+                                           with_features=with_features)
+    return forward
+
+
 def fit_gmm(model: keras.Model, labelled_images, labelled_labels, num_classes: int,
-            batch_size: int = 512) -> ClassConditionalGaussians:
+            batch_size: int = 512, forward=None) -> ClassConditionalGaussians:
     """Fit DDU's class-conditional Gaussians on the features of the labelled set.
 
     Args:
       model: trained network with a ``"features"`` layer.
       labelled_images: ``[n, *input_shape]``; labelled_labels: int ``[n]``, every class
         needs >= 2 samples (the GMM's requirement).
+      forward: optional ``forward(model, images, with_features)`` returning
+        ``(features, logits)`` or ``logits`` (e.g. sharded across replicas); default: the
+        compiled single-device pass with chunks of ``batch_size``.
     """
-    feats, _ = predict_features_and_logits(model, labelled_images, batch_size=batch_size)
-    return ClassConditionalGaussians.fit(feats.astype(np.float64), np.asarray(labelled_labels),
-                                         num_classes=num_classes)
+    forward = forward or _local_forward(batch_size)
+    feats, _ = forward(model, labelled_images, True)
+    return ClassConditionalGaussians.fit(np.asarray(feats, np.float64),
+                                         np.asarray(labelled_labels), num_classes=num_classes)
 
 
 def acquisition_scores(al_type: str, models: Sequence[keras.Model], pool_images, *,
                        labelled_images=None, labelled_labels=None, num_classes: int = 10,
                        mutual_information: bool = False, gmm: ClassConditionalGaussians = None,
-                       batch_size: int = 512) -> np.ndarray:
+                       batch_size: int = 512, forward=None) -> np.ndarray:
     """Score a pool with one of DDU's strategies; higher = acquire first.
 
     Args:
@@ -137,6 +148,9 @@ def acquisition_scores(al_type: str, models: Sequence[keras.Model], pool_images,
       mutual_information: for ``ensemble``, score by MI instead of PE.
       gmm: a GMM already fitted on ``models[0]``'s labelled features (skips the fit).
       batch_size: forward-pass chunk size.
+      forward: optional ``forward(model, images, with_features)`` used for every network
+        pass (e.g. ``ddu_tf.distribute.sharded_scores`` across replicas); default: the
+        compiled single-device pass.
 
     Returns:
       float64 ``[N]`` scores for :func:`~ddu_tf.active_learning.acquisition.select_top_k`.
@@ -146,21 +160,18 @@ def acquisition_scores(al_type: str, models: Sequence[keras.Model], pool_images,
     models = list(models)
     if not models:
         raise ValueError("Expected at least one model. Received: models=[]")
+    forward = forward or _local_forward(batch_size)
     if al_type == "softmax":
-        return softmax_entropy_scores(
-            predict_features_and_logits(models[0], pool_images, batch_size=batch_size,
-                                        with_features=False))
+        return softmax_entropy_scores(forward(models[0], pool_images, False))
     if al_type == "ensemble":
-        member_logits = np.stack([
-            predict_features_and_logits(m, pool_images, batch_size=batch_size, with_features=False)
-            for m in models])
+        member_logits = np.stack([forward(m, pool_images, False) for m in models])
         return ensemble_scores(member_logits, mutual_information=mutual_information)
     if labelled_labels is None:
         raise ValueError("al_type='gmm' needs labelled_labels (for the class priors). Received: None")
     if gmm is None:
         if labelled_images is None:
             raise ValueError("al_type='gmm' needs labelled_images or a fitted gmm. Received: neither")
-        gmm = fit_gmm(models[0], labelled_images, labelled_labels, num_classes, batch_size)
-    feats, _ = predict_features_and_logits(models[0], pool_images, batch_size=batch_size)
-    return gmm_density_scores(gmm.class_log_densities(feats.astype(np.float64)).numpy(),
+        gmm = fit_gmm(models[0], labelled_images, labelled_labels, num_classes, forward=forward)
+    feats, _ = forward(models[0], pool_images, True)
+    return gmm_density_scores(gmm.class_log_densities(np.asarray(feats, np.float64)).numpy(),
                               labelled_labels, num_classes)

@@ -11,8 +11,9 @@ Three implementations on the Bayesian CNN (Gal et al. 2017), same inputs:
 
 FLOP bound: analytic Conv/Dense FLOPs (2 x MACs per layer) of the work each method does,
 divided by the peak float32 FLOP/s of this machine measured with a TF matmul in the same
-run. ``--round-time`` also measures training (50 epochs, batch 128) at 20 and 1020
-labelled points and a full 10k-test MC evaluation, and extrapolates one 100-round run.
+run. ``--round-time`` also measures the parts of one round (training at 20 and 1020
+labelled points, BALD on the pool, a 10k MC test evaluation) for ``model.fit`` vs
+``CompiledTrainer`` (float32 and bfloat16) and extrapolates one 100-round run.
 
 Usage: ``python bench/mc_dropout_scoring.py [--pool 2000 --T 100 --naive-T 100
 --baal-T 100 --round-time]``. ``--naive-T``/``--baal-T`` below ``--T`` time fewer passes, and
@@ -95,23 +96,66 @@ def baal_bald(x_nhwc, num_samples, batch):
     return run
 
 
-def round_time(model_fn, x, y, test_x, num_samples):
-    """Seconds: training at 20 and 1020 points (50 epochs, batch 128) and a 10k MC test."""
+def round_time(images, labels, test_images, pool, num_samples):
+    """Seconds of one active-learning round's parts under three recipes.
+
+    ``keras.fit``: the straightforward recipe -- a new model, ``compile`` and ``fit`` every
+    round, a new ``MCDropoutPredictor`` (traced again) per round, per-point test masks.
+    ``compiled``: ``CompiledTrainer`` (one model reset per round, all epochs in one
+    ``tf.function``), predictors traced once, consistent test masks. ``compiled bf16``: the
+    same under the ``mixed_bfloat16`` policy. Training at 20 and 1020 labelled points (50
+    epochs, batch 128), BALD on the pool, a 10k MC test evaluation (T = ``num_samples``).
+    """
     import keras
-    times = {}
-    for n in (20, 1020):
-        model = model_fn(n)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    from ddu_tf.active_learning import CompiledTrainer, log_mean_prob
+
+    def clock(fn):
         start = time.perf_counter()
-        model.fit(x[:n], y[:n], epochs=50, batch_size=128, verbose=0)
-        times[f"train_{n}"] = time.perf_counter() - start
-    predictor = MCDropoutPredictor(model, num_samples)
-    predictor.mean_log_probs(test_x[:64]).numpy()
-    start = time.perf_counter()
-    predictor.mean_log_probs(test_x).numpy()
-    times["test_eval"] = time.perf_counter() - start
-    return times
+        fn()
+        return time.perf_counter() - start
+
+    results = {}
+    for recipe in ("keras.fit", "compiled", "compiled bf16"):
+        keras.mixed_precision.set_global_policy(
+            "mixed_bfloat16" if recipe.endswith("bf16") else "float32")
+        times, trainer, predictors = {}, None, None
+        for n in (20, 1020):
+            x, y = images[:n], labels[:n]
+            if recipe == "keras.fit":
+                def train():
+                    model = bayesian_cnn(weight_decay=3.5 / n)
+                    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses
+                                  .SparseCategoricalCrossentropy(from_logits=True))
+                    model.fit(x, y, epochs=50, batch_size=128, verbose=0)
+                    return model
+                start = time.perf_counter()
+                model = train()
+                times[f"train_{n}"] = time.perf_counter() - start
+                predictors = (MCDropoutPredictor(model, num_samples),
+                              MCDropoutPredictor(model, num_samples))
+            else:
+                if trainer is None:  # built (and traced) once per run, not per round
+                    trainer = CompiledTrainer(bayesian_cnn, epochs=50,
+                                              decay_layers=["features"])
+                    trainer.fit(x[:2], y[:2], seed=0)
+                    predictors = (MCDropoutPredictor(trainer.model, num_samples),
+                                  MCDropoutPredictor(trainer.model, num_samples,
+                                                     consistent_masks=True))
+                    for p, fn in zip(predictors, (bald, log_mean_prob)):
+                        p.reduce(pool[:8], fn).numpy()
+                times[f"train_{n}"] = clock(lambda: trainer.fit(x, y, seed=n,
+                                                                weight_decay=3.5 / n))
+        times["score"] = clock(lambda: predictors[0].reduce(pool, bald).numpy())
+        times["test_eval"] = clock(lambda: predictors[1].reduce(test_images,
+                                                                log_mean_prob).numpy())
+        sizes = 20 + 10 * np.arange(101)  # steps grow as ceil(n / 128): interpolate in n
+        slope = (times["train_1020"] - times["train_20"]) / 1000.0
+        times["train_total"] = float(np.sum(times["train_20"] + slope * (sizes - 20)))
+        times["total"] = times["train_total"] + 100 * times["score"] + 101 * times["test_eval"]
+        results[recipe] = times
+    keras.mixed_precision.set_global_policy("float32")
+    return results
 
 
 def main():
@@ -169,18 +213,15 @@ def main():
         images, labels = load_idx_arrays("mnist", "train")
         test_images, _ = load_idx_arrays("mnist", "test")
         prep = lambda a: (a.astype(np.float32) / 255.0)[..., None]  # noqa: E731
-        times = round_time(lambda n: bayesian_cnn(weight_decay=3.5 / n), prep(images), labels,
-                           prep(test_images), args.T)
-        # steps per round grow as ceil(n / 128); interpolate training time linearly in n.
-        sizes = 20 + 10 * np.arange(101)
-        slope = (times["train_1020"] - times["train_20"]) / 1000.0
-        train_total = float(np.sum(times["train_20"] + slope * (sizes - 20)))
-        total = train_total + 100 * ours + 101 * times["test_eval"]
-        print(f"round parts: train(20) {times['train_20']:.1f} s, train(1020) "
-              f"{times['train_1020']:.1f} s, 10k MC test eval {times['test_eval']:.1f} s")
-        print(f"extrapolated 100-round BALD run (T={args.T}, 50 epochs, 10k test each round): "
-              f"{total / 60:.1f} min (training {train_total / 60:.1f} min)")
-
+        parts = round_time(prep(images), labels, prep(test_images), x, args.T)
+        base = parts["keras.fit"]["total"]
+        print(f"one 100-round BALD run (T={args.T}, 50 epochs, {args.pool}-point subset, 10k "
+              "MC test every round), extrapolated from its parts:")
+        for recipe, t in parts.items():
+            print(f"  {recipe:14s} train(20) {t['train_20']:5.2f} s  train(1020) "
+                  f"{t['train_1020']:5.1f} s  BALD {t['score']:5.2f} s  10k test "
+                  f"{t['test_eval']:5.2f} s  -> {t['total'] / 60:5.1f} min (training "
+                  f"{t['train_total'] / 60:4.1f} min), {base / t['total']:.2f}x vs keras.fit")
 
 if __name__ == "__main__":
     main()

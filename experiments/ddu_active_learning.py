@@ -85,6 +85,7 @@ from ddu_tf import distribute  # noqa: E402
 from ddu_tf.active_learning import ddu_scoring  # noqa: E402
 from ddu_tf.active_learning.loop import ActiveLearningLoop, load_results  # noqa: E402
 from ddu_tf.active_learning.pool import atomic_write_text, initial_state  # noqa: E402
+from ddu_tf.active_learning.trainer import reinitialize  # noqa: E402
 from ddu_tf.data.al_pools import load_al_pool  # noqa: E402
 from ddu_tf.models import MODELS, blocks, features_and_logits, get_model, inference, resnet  # noqa: E402
 from ddu_tf.training import TorchAdam  # noqa: E402
@@ -272,8 +273,7 @@ class Member:
 
     def reset(self, seed: int):
         """Fresh random weights (seeded) and a fresh optimizer state."""
-        keras.utils.set_random_seed(seed)
-        self.model.set_weights(build_model(*self.spec).get_weights())
+        reinitialize(self.model, lambda: build_model(*self.spec), seed)
         for var, value in zip(self.optimizer.variables, self._initial_optimizer):
             var.assign(value)
 

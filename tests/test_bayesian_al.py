@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from ddu_tf.models.bayesian_cnn import bayesian_cnn
+from ddu_tf.models.bayesian_cnn import ALL_DECAY_LAYERS, bayesian_cnn
 
 _SCRIPT = os.path.join(os.path.dirname(__file__), "..", "experiments", "bayesian_al.py")
 
@@ -39,11 +39,17 @@ def test_bayesian_cnn_architecture():
 
 
 def test_weight_decay_adds_l2_loss():
-    model = bayesian_cnn(weight_decay=0.5)
-    kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
-    expected = 0.5 * sum(float(np.sum(np.square(k.numpy()))) for k in kernels)
-    model(np.zeros((1, 28, 28, 1), np.float32))
-    np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-5)
+    def penalty(model, names):
+        return 0.5 * sum(float(np.sum(np.square(model.get_layer(n).kernel.numpy())))
+                         for n in names)
+
+    authors = bayesian_cnn(weight_decay=0.5)  # authors' code: first dense layer only
+    every = bayesian_cnn(weight_decay=0.5, decay_layers=ALL_DECAY_LAYERS)
+    for model, names in ((authors, ["features"]), (every, ALL_DECAY_LAYERS)):
+        model(np.zeros((1, 28, 28, 1), np.float32))
+        np.testing.assert_allclose(float(sum(model.losses)), penalty(model, names), rtol=1e-5)
+    with pytest.raises(ValueError, match="decay_layers"):
+        bayesian_cnn(weight_decay=0.5, decay_layers=("conv3",))
 
 
 _TINY = ["--train-limit", "400", "--epochs", "1", "--dropout_iter", "2", "--test-size", "40",
@@ -86,6 +92,31 @@ def test_experiment_1_resumes_after_interruption(tmp_path):
     assert os.listdir(tmp_path / "tensorboard" / "exp1" / "bald_seed369")
 
 
+def test_experiment_2_continues_experiment_1_and_mixed_precision(tmp_path, monkeypatch):
+    cli = _experiment_module()
+    common = _TINY + ["--functions", "bald", "--rounds", "1", "--mixed-precision",
+                      "--result_dir", str(tmp_path)]
+    cli.main(common + ["--experiment", "1"])
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+    trained, original_train = [], cli.CNNRun.train
+
+    def counted(self, labelled, round_index):
+        trained.append((self.determ, self.trainer_policy()))
+        return original_train(self, labelled, round_index)
+
+    monkeypatch.setattr(cli.CNNRun, "train", counted)
+    monkeypatch.setattr(cli.CNNRun, "trainer_policy",
+                        lambda self: keras.mixed_precision.global_policy().name, raising=False)
+    table = cli.main(common + ["--experiment", "2"])
+    # The MC-dropout run is Experiment 1's (copied, not retrained); only the twin trains.
+    assert trained == [(True, "mixed_bfloat16")] * 2
+    exp1 = json.loads((tmp_path / "exp1" / "bald_seed369" / "results.json").read_text())
+    exp2 = json.loads((tmp_path / "exp2" / "bald_mc_seed369" / "results.json").read_text())
+    assert exp2["history"] == exp1["history"] and exp2["config"]["experiment"] == 2
+    assert exp1["config"]["mixed_precision"] is True
+    assert set(table) == {"bald_mc", "bald_determ"}
+
+
 @pytest.mark.slow
 def test_experiment_3_mbr_and_experiment_2_determ(tmp_path):
     cli = _experiment_module()
@@ -99,3 +130,16 @@ def test_experiment_3_mbr_and_experiment_2_determ(tmp_path):
                               "--result_dir", str(tmp_path)])
     assert set(table) == {"max_entropy_mc", "max_entropy_determ"}
     keras.backend.clear_session()
+
+
+def test_strategy_path_trains_with_keras_fit(tmp_path):
+    # Under --strategy the CNN is built in strategy.scope() and trained by model.fit, with
+    # the same weight-decay placement; the loop, scoring and results are shared.
+    cli = _experiment_module()
+    table = cli.main(_TINY + ["--experiment", "1", "--functions", "var_ratios", "--rounds", "1",
+                              "--strategy", "mirrored", "--result_dir", str(tmp_path)])
+    saved = json.loads((tmp_path / "exp1" / "var_ratios_seed369" / "results.json").read_text())
+    assert [r["num_acquired"] for r in saved["history"]] == [0, 5]
+    assert len(set(saved["history"][0]["acquired"])) == 5
+    assert 0.0 <= saved["history"][-1]["metrics"]["test/accuracy"] <= 1.0
+    assert table["var_ratios"]["rounds_done"] == 1

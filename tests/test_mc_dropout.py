@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from ddu_tf.active_learning.acquisition import bald
-from ddu_tf.active_learning.mc_dropout import (MCDropoutPredictor, apply_noise,
+from ddu_tf.active_learning.mc_dropout import (MCDropoutPredictor, apply_noise, bernoulli_mask,
                                                model_flops, split_at_first_stochastic)
 from ddu_tf.models.bayesian_cnn import bayesian_cnn
 
@@ -143,3 +143,19 @@ def test_errors_name_the_argument():
         MCDropoutPredictor(bayesian_cnn(), 2, seed=(1, 2, 3))
     with pytest.raises(ValueError, match="functional"):
         split_at_first_stochastic(keras.Sequential([keras.layers.Dense(2)]))
+
+
+@pytest.mark.parametrize("keep_prob", [0.75, 0.5, 0.7])
+def test_bernoulli_mask_frequency_and_reproducibility(keep_prob):
+    # 0.75 / 0.5 use one random byte per element (exact: 192/256, 128/256); 0.7 uses floats.
+    shape = tf.constant([7, 11, 13])  # 1001 elements: not a multiple of 4 bytes
+    seed = tf.constant([3, 4], tf.int64)
+    masks = np.stack([bernoulli_mask(shape, seed + k, keep_prob).numpy() for k in range(200)])
+    assert masks.shape == (200, 7, 11, 13) and masks.dtype == bool
+    n = masks.size
+    assert abs(masks.mean() - keep_prob) < 5 * np.sqrt(keep_prob * (1 - keep_prob) / n)
+    np.testing.assert_array_equal(bernoulli_mask(shape, seed, keep_prob).numpy(), masks[0])
+    # Elements are not correlated with their neighbours (bytes of one word are independent).
+    flat = masks.reshape(200, -1).astype(float)
+    lag1 = np.corrcoef(flat[:, :-1].ravel(), flat[:, 1:].ravel())[0, 1]
+    assert abs(lag1) < 0.02

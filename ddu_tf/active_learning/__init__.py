@@ -13,11 +13,12 @@ from ddu_tf.active_learning.loop import ActiveLearningLoop, load_results
 from ddu_tf.active_learning.mc_dropout import (MCDropoutPredictor, model_flops,
                                                split_at_first_stochastic)
 from ddu_tf.active_learning.pool import PoolState, atomic_write_text, initial_state
+from ddu_tf.active_learning.trainer import CompiledTrainer
 
 __all__ = [
-    "ACQUISITION_FUNCTIONS", "ActiveLearningLoop", "MCDropoutPredictor", "PoolState",
-    "atomic_write_text", "bald", "entropy_from_log_probs", "get_acquisition",
-    "harmonic_solution", "initial_state", "mbr_expected_risk", "rbf_graph", "load_results", "log_mean_prob", "max_entropy", "mean_std",
-    "model_flops", "random_scores", "select_top_k", "split_at_first_stochastic",
-    "variation_ratios",
+    "ACQUISITION_FUNCTIONS", "ActiveLearningLoop", "CompiledTrainer", "MCDropoutPredictor",
+    "PoolState", "atomic_write_text", "bald", "entropy_from_log_probs", "get_acquisition",
+    "harmonic_solution", "initial_state", "load_results", "log_mean_prob", "max_entropy",
+    "mbr_expected_risk", "mean_std", "model_flops", "random_scores", "rbf_graph",
+    "select_top_k", "split_at_first_stochastic", "variation_ratios",
 ]

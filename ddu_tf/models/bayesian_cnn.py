@@ -12,12 +12,17 @@ Layers (28x28x1 MNIST input)::
     dense num_classes                  -> [batch, num_classes] logits
 
 ``dropout=False`` gives the deterministic twin (no dropout layers) of Experiment 2.
+Weight decay goes on the first dense layer only by default, as in the authors' Keras code
+(``AUTHORS_DECAY_LAYERS``); ``decay_layers=ALL_DECAY_LAYERS`` puts it on every kernel.
 """
 import keras
 
+AUTHORS_DECAY_LAYERS = ("features",)
+ALL_DECAY_LAYERS = ("conv1", "conv2", "features", "logits")
+
 
 def bayesian_cnn(num_classes=10, input_shape=(28, 28, 1), dropout=True, weight_decay=0.0,
-                 **kwargs):
+                 decay_layers=AUTHORS_DECAY_LAYERS, **kwargs):
     """Build the Bayesian CNN (MC-dropout CNN).
 
     Args:
@@ -25,7 +30,9 @@ def bayesian_cnn(num_classes=10, input_shape=(28, 28, 1), dropout=True, weight_d
         input_shape: ``(height, width, channels)``, e.g. ``(28, 28, 1)``.
         dropout: keep the two dropout layers (True) or build the deterministic twin.
         weight_decay: L2 coefficient ``lambda`` (>= 0) added as ``lambda * sum(w^2)``
-            per Conv/Dense kernel; 0 disables it.
+            per kernel of ``decay_layers``; 0 disables it.
+        decay_layers: names of the layers with the L2 penalty, a subset of
+            ``ALL_DECAY_LAYERS``.
         **kwargs: accepted for a uniform ``get_model`` signature (``spectral_normalization``
             must be falsy; ``coeff``, ``mod`` and others are ignored).
 
@@ -48,21 +55,29 @@ def bayesian_cnn(num_classes=10, input_shape=(28, 28, 1), dropout=True, weight_d
                          f"input_shape={input_shape}")
     if weight_decay < 0:
         raise ValueError(f"Expected weight_decay >= 0. Received: weight_decay={weight_decay}")
-    regularizer = keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
+    unknown = sorted(set(decay_layers) - set(ALL_DECAY_LAYERS))
+    if unknown:
+        raise ValueError(f"Expected decay_layers among {ALL_DECAY_LAYERS}. Received: {unknown}")
+
+    def regularizer(name):
+        if weight_decay > 0 and name in decay_layers:
+            return keras.regularizers.L2(weight_decay)
+        return None
+
     inputs = keras.Input(tuple(input_shape), name="images")
-    x = keras.layers.Conv2D(32, 4, activation="relu", kernel_regularizer=regularizer,
+    x = keras.layers.Conv2D(32, 4, activation="relu", kernel_regularizer=regularizer("conv1"),
                             name="conv1")(inputs)
-    x = keras.layers.Conv2D(32, 4, activation="relu", kernel_regularizer=regularizer,
+    x = keras.layers.Conv2D(32, 4, activation="relu", kernel_regularizer=regularizer("conv2"),
                             name="conv2")(x)
     x = keras.layers.MaxPooling2D(2, name="pool")(x)
     if dropout:
         x = keras.layers.Dropout(0.25, name="dropout1")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(128, activation="relu", kernel_regularizer=regularizer,
+    x = keras.layers.Dense(128, activation="relu", kernel_regularizer=regularizer("features"),
                            name="features")(x)
     if dropout:
         x = keras.layers.Dropout(0.5, name="dropout2")(x)
-    logits = keras.layers.Dense(int(num_classes), kernel_regularizer=regularizer,
+    logits = keras.layers.Dense(int(num_classes), kernel_regularizer=regularizer("logits"),
                                 name="logits")(x)
     name = "bayesian_cnn" if dropout else "deterministic_cnn"
     return keras.Model(inputs, logits, name=name)

@@ -121,3 +121,16 @@ def test_mbr_rank_one_update_matches_resolving():
             _, f_new, _ = acq.harmonic_solution(weights, np.r_[labelled, k], np.r_[labels, y])
             total += prob * np.minimum(f_new, 1 - f_new).sum()  # k itself has risk 0
         np.testing.assert_allclose(expected, total, rtol=1e-8, atol=1e-10)
+
+
+def test_class_mass_normalization_hand_computed():
+    # f = [0.6, 0.55, 0.7, 0.52]: thresholding at 0.5 calls all four class 1. CMN with prior
+    # q compares q f_i / 2.37 with (1 - q)(1 - f_i) / 1.63; at q = 0.5 only 0.6 and 0.7 clear
+    # it (0.1266 > 0.1227, 0.1477 > 0.0920; 0.1160 < 0.1380, 0.1097 < 0.1472).
+    f = np.array([0.6, 0.55, 0.7, 0.52])
+    np.testing.assert_array_equal(acq.class_mass_normalized(f, 0.5), [True, False, True, False])
+    # A larger class-1 prior moves the boundary down: at q = 0.6 all four are class 1
+    # (0.1392 > 0.1104, 0.1316 > 0.1178).
+    np.testing.assert_array_equal(acq.class_mass_normalized(f, 0.6), [True] * 4)
+    with pytest.raises(ValueError, match="prior"):
+        acq.class_mass_normalized(f, 1.0)

@@ -209,6 +209,27 @@ def harmonic_solution(weights, labelled, labels):
     return unlabelled, np.clip(f_u, 0.0, 1.0), green
 
 
+def class_mass_normalized(f_u, prior):
+    """Class mass normalisation of a harmonic solution (Zhu, Ghahramani & Lafferty 2003).
+
+    Thresholding ``f_u`` at 0.5 labels almost every node alike when the few labelled nodes
+    sit far from most of the graph; CMN instead predicts class 1 for node i iff
+    ``prior * f_i / sum(f) > (1 - prior) * (1 - f_i) / sum(1 - f)``.
+
+    Args:
+        f_u: ``[u]`` harmonic P(y = 1) of the unlabelled nodes.
+        prior: P(y = 1), e.g. the labelled nodes' class-1 fraction, in (0, 1).
+
+    Returns:
+        ``[u]`` bool predictions (True = class 1).
+    """
+    f_u = np.asarray(f_u, dtype=np.float64)
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"Expected 0 < prior < 1. Received: prior={prior}")
+    mass_1, mass_0 = max(f_u.sum(), 1e-300), max((1.0 - f_u).sum(), 1e-300)
+    return prior * f_u / mass_1 > (1.0 - prior) * (1.0 - f_u) / mass_0
+
+
 def mbr_expected_risk(weights, labelled, labels, candidates):
     """Expected estimated risk after querying each candidate (Zhu et al. 2003, eq. 10).
 

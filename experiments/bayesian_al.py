@@ -160,6 +160,11 @@ def runs_for(args):
     return [(n, n, args.determ) for n in (args.functions or ACQ_FUNC_CODES[args.acq_func])]
 
 
+def decay_layers(args):
+    """Layers whose kernels get weight decay: ``--weight-decay-on`` features (authors) or all."""
+    return ALL_DECAY_LAYERS if args.weight_decay_on == "all" else AUTHORS_DECAY_LAYERS
+
+
 def round_seed(seed, round_index):
     return int(np.random.SeedSequence([seed, round_index]).generate_state(1)[0] % (2 ** 31))
 
@@ -174,8 +179,7 @@ class CNNRun:
         self.x_train, self.y_train, self.x_test, self.y_test = data
         self.acquisition, self.weight_decay, self.run_dir = acquisition, weight_decay, run_dir
         self.num_classes = int(max(self.y_train.max(), self.y_test.max()) + 1)
-        self.decay_layers = (ALL_DECAY_LAYERS if args.weight_decay_on == "all"
-                             else AUTHORS_DECAY_LAYERS)
+        self.decay_layers = decay_layers(args)
         self.weights_path = os.path.join(run_dir, "weights.weights.h5")
         self._trainer = None
         self._predictors, self._predictor_model = {}, None
@@ -304,8 +308,7 @@ def tune_weight_decay(args, data, state, seed, determ):
     def build(hp):
         wd = hp.Float("weight_decay", 0.035, 35.0, sampling="log")
         model = bayesian_cnn(num_classes, dropout=not determ, weight_decay=wd / len(labelled),
-                             decay_layers=(ALL_DECAY_LAYERS if args.weight_decay_on == "all"
-                                           else AUTHORS_DECAY_LAYERS))
+                             decay_layers=decay_layers(args))
         model.compile(optimizer=keras.optimizers.Adam(args.lr),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])

@@ -209,7 +209,7 @@ def main():
               f"-> ours is {baal_time / ours:.1f}x faster")
 
     if args.round_time:
-        from ddu_tf.data.mnist_idx import load_idx_arrays
+        from ddu_tf.io.mnist_idx import load_idx_arrays
         images, labels = load_idx_arrays("mnist", "train")
         test_images, _ = load_idx_arrays("mnist", "test")
         prep = lambda a: (a.astype(np.float32) / 255.0)[..., None]  # noqa: E731

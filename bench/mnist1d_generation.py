@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddu_tf.data import mnist1d  # noqa: E402
+from ddu_tf.io import mnist1d  # noqa: E402
 
 KEYS = ("x", "x_test", "y", "y_test", "t")
 

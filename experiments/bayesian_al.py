@@ -52,7 +52,7 @@ from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,  # noqa
                                     get_acquisition, harmonic_solution,
                                     initial_state, load_results, log_mean_prob,
                                     mbr_expected_risk, random_scores, rbf_graph)
-from ddu_tf.data.mnist_idx import load_idx_arrays  # noqa: E402
+from ddu_tf.io.mnist_idx import load_idx_arrays  # noqa: E402
 from ddu_tf.models.bayesian_cnn import (ALL_DECAY_LAYERS, AUTHORS_DECAY_LAYERS,  # noqa: E402
                                         bayesian_cnn)
 

@@ -23,7 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ddu_tf  # noqa: E402,F401  (registers the TFDS builders)
-from ddu_tf.data import ambiguous_generation, dirty_mnist, mnist_idx  # noqa: E402
+from ddu_tf.data import ambiguous_generation, dirty_mnist
+from ddu_tf.io import mnist_idx  # noqa: E402
 from tfds_builders.ambiguous_mnist import ambiguous_mnist_dataset_builder  # noqa: E402,F401
 
 ENTROPY_BINS = np.linspace(0.0, np.log(10.0), 21)

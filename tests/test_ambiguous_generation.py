@@ -5,7 +5,7 @@ import scipy.special
 import scipy.stats
 
 from ddu_tf.data import ambiguous_generation as ag
-from ddu_tf.data import mnist_idx
+from ddu_tf.io import mnist_idx
 
 
 def test_ensemble_scores_match_scipy_entropy():

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from ddu_tf.data import dirty_mnist as dm
-from ddu_tf.data import mnist_idx
+from ddu_tf.io import mnist_idx
 from tfds_builders.ambiguous_mnist import ambiguous_mnist_dataset_builder  # noqa: F401 (registers)
 
 DUMMY = (pathlib.Path(__file__).resolve().parent.parent / "tfds_builders" / "ambiguous_mnist"

@@ -1,11 +1,11 @@
-"""ddu_tf.data.mnist1d against the reference package `mnist1d` (bit-exact float64)."""
+"""ddu_tf.io.mnist1d against the reference package `mnist1d` (bit-exact float64)."""
 import dataclasses
 
 import mnist1d.data as reference
 import numpy as np
 import pytest
 
-from ddu_tf.data import mnist1d
+from ddu_tf.io import mnist1d
 
 KEYS = ("x", "x_test", "y", "y_test", "t")
 

@@ -1,25 +1,15 @@
 """IDX reading: real MNIST / Fashion-MNIST from $DDU_TF_DATA_DIR, formats, digests, errors."""
 import gzip
-import os
-import pathlib
 import struct
 
 import numpy as np
 import pytest
 
-from ddu_tf.data import mnist_idx
+from ddu_tf.io import mnist_idx
 
 # Published class counts (independent of this code): MNIST train / test.
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-
-
-# The reference data dir (set by the root conftest), captured before tests unset the variable.
-_ROOT = pathlib.Path(os.environ[mnist_idx.ENV_VAR])
-
-
-def _data_root():
-    return _ROOT
 
 
 def _fixed_offset_read(path, offset):
@@ -27,7 +17,7 @@ def _fixed_offset_read(path, offset):
     return np.frombuffer(gzip.decompress(path.read_bytes()), np.uint8, offset=offset)
 
 
-def test_mnist_both_splits_match_oracle_and_published_counts():
+def test_mnist_both_splits_match_oracle_and_published_counts(mnist_data_dir):
     for split, counts in (("train", MNIST_TRAIN_COUNTS), ("test", MNIST_TEST_COUNTS)):
         images, labels = mnist_idx.load_idx_arrays("mnist", split)
         n = sum(counts)
@@ -35,23 +25,23 @@ def test_mnist_both_splits_match_oracle_and_published_counts():
         assert labels.shape == (n,) and labels.dtype == np.int64
         np.testing.assert_array_equal(np.bincount(labels, minlength=10), counts)
         img_file, lbl_file = mnist_idx.FILES[split]
-        root = _data_root() / "mnist"
+        root = mnist_data_dir / "mnist"
         np.testing.assert_array_equal(images.reshape(-1),
                                       _fixed_offset_read(root / f"{img_file}.gz", 16))
         np.testing.assert_array_equal(labels, _fixed_offset_read(root / f"{lbl_file}.gz", 8))
 
 
-def test_fashion_mnist_balanced():
+def test_fashion_mnist_balanced(mnist_data_dir):
     images, labels = mnist_idx.load_idx_arrays("fashion_mnist", "test")
     assert images.shape == (10000, 28, 28)
     np.testing.assert_array_equal(np.bincount(labels), [1000] * 10)
 
 
-def _copy_split(tmp_path, split="test", dataset="mnist", compress=True):
+def _copy_split(root, tmp_path, split="test", dataset="mnist", compress=True):
     out = tmp_path / dataset
     out.mkdir(parents=True, exist_ok=True)
     for name in mnist_idx.FILES[split]:
-        raw = gzip.decompress((_data_root() / dataset / f"{name}.gz").read_bytes())
+        raw = gzip.decompress((root / dataset / f"{name}.gz").read_bytes())
         if compress:
             (out / f"{name}.gz").write_bytes(gzip.compress(raw, compresslevel=1, mtime=0))
         else:
@@ -59,12 +49,12 @@ def _copy_split(tmp_path, split="test", dataset="mnist", compress=True):
     return out
 
 
-def test_uncompressed_and_regzipped_files_pass(tmp_path, monkeypatch):
-    monkeypatch.delenv(mnist_idx.ENV_VAR)
+def test_uncompressed_and_regzipped_files_pass(mnist_data_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv(mnist_idx.ENV_VAR, raising=False)
     ref_images, ref_labels = None, None
     for compress in (False, True):
         d = tmp_path / str(compress)
-        _copy_split(d, compress=compress)
+        _copy_split(mnist_data_dir, d, compress=compress)
         images, labels = mnist_idx.load_idx_arrays("mnist", "test", data_dir=d)
         if ref_images is None:
             ref_images, ref_labels = images, labels
@@ -75,9 +65,9 @@ def test_uncompressed_and_regzipped_files_pass(tmp_path, monkeypatch):
     np.testing.assert_array_equal(images, ref_images)
 
 
-def test_one_changed_byte_fails_checksum(tmp_path, monkeypatch):
-    monkeypatch.delenv(mnist_idx.ENV_VAR)
-    d = _copy_split(tmp_path, compress=False)
+def test_one_changed_byte_fails_checksum(mnist_data_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv(mnist_idx.ENV_VAR, raising=False)
+    d = _copy_split(mnist_data_dir, tmp_path, compress=False)
     path = d / "t10k-labels-idx1-ubyte"
     raw = bytearray(path.read_bytes())
     raw[100] = (raw[100] + 1) % 10
@@ -87,9 +77,9 @@ def test_one_changed_byte_fails_checksum(tmp_path, monkeypatch):
     assert mnist_idx.URLS["mnist"] in str(e.value)
 
 
-def test_truncated_gzip_fails(tmp_path, monkeypatch):
-    monkeypatch.delenv(mnist_idx.ENV_VAR)
-    d = _copy_split(tmp_path)
+def test_truncated_gzip_fails(mnist_data_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv(mnist_idx.ENV_VAR, raising=False)
+    d = _copy_split(mnist_data_dir, tmp_path)
     path = d / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:50000])
     with pytest.raises(mnist_idx.IdxFormatError, match="truncated"):
@@ -120,7 +110,7 @@ def test_parse_idx_header_validation():
 
 
 def test_missing_files_error_names_files_urls_and_dirs(tmp_path, monkeypatch):
-    monkeypatch.delenv(mnist_idx.ENV_VAR)
+    monkeypatch.delenv(mnist_idx.ENV_VAR, raising=False)
     with pytest.raises(mnist_idx.DataNotFoundError) as e:
         mnist_idx.load_idx_arrays("fashion_mnist", "train", data_dir=tmp_path)
     msg = str(e.value)
@@ -131,10 +121,10 @@ def test_missing_files_error_names_files_urls_and_dirs(tmp_path, monkeypatch):
         mnist_idx.load_idx_arrays("mnist", "validation")
 
 
-def test_download_verifies_and_leaves_no_partial_file(tmp_path, monkeypatch):
-    src = _copy_split(tmp_path / "mirror")
+def test_download_verifies_and_leaves_no_partial_file(mnist_data_dir, tmp_path, monkeypatch):
+    src = _copy_split(mnist_data_dir, tmp_path / "mirror")
     monkeypatch.setitem(mnist_idx.URLS, "mnist", src.as_uri() + "/")
-    monkeypatch.delenv(mnist_idx.ENV_VAR)
+    monkeypatch.delenv(mnist_idx.ENV_VAR, raising=False)
     dest = tmp_path / "dest"
     images, labels = mnist_idx.load_idx_arrays("mnist", "test", data_dir=dest, download=True)
     assert images.shape == (10000, 28, 28)
@@ -151,7 +141,7 @@ def test_download_verifies_and_leaves_no_partial_file(tmp_path, monkeypatch):
     assert list((dest2 / "mnist").iterdir()) == []
 
 
-def test_fetch_fallback_used_only_when_missing_and_errors_are_clear(tmp_path, monkeypatch):
+def test_fetch_fallback_used_only_when_missing_and_errors_are_clear(mnist_data_dir, tmp_path, monkeypatch):
     calls = []
 
     def fetch(urls):
@@ -160,7 +150,7 @@ def test_fetch_fallback_used_only_when_missing_and_errors_are_clear(tmp_path, mo
 
     images, _ = mnist_idx.load_idx_arrays_or_fetch("mnist", "test", None, fetch)
     assert images.shape == (10000, 28, 28) and calls == []  # found via $DDU_TF_DATA_DIR
-    monkeypatch.delenv(mnist_idx.ENV_VAR)
+    monkeypatch.delenv(mnist_idx.ENV_VAR, raising=False)
     with pytest.raises(mnist_idx.DataNotFoundError, match="t10k-images-idx3-ubyte"):
         mnist_idx.load_idx_arrays_or_fetch("mnist", "test", tmp_path, fetch)
     assert calls == [{name: mnist_idx.URLS["mnist"] + name + ".gz"

@@ -6,6 +6,7 @@ import tensorflow_datasets as tfds
 
 import ddu_tf  # noqa: F401  (registers the TFDS builders)
 from ddu_tf import data
+from ddu_tf.io import mnist1d
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def test_mnist1d_through_tfds_keeps_reference_order(mnist1d_dir):
     batches = [x.shape[0] for x, _ in ds]
     assert batches == [300, 300, 300, 100]
     x, y = _collect(ds)
-    expected = data.mnist1d.make_dataset()
+    expected = mnist1d.make_dataset()
     np.testing.assert_array_equal(x, expected["x_test"].astype(np.float32))
     np.testing.assert_array_equal(y, expected["y_test"])
 

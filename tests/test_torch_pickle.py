@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from ddu_tf.data import torch_pickle
+from ddu_tf.io import torch_pickle
 
 DUMMY = (pathlib.Path(__file__).resolve().parent.parent / "tfds_builders" / "ambiguous_mnist"
          / "dummy_data" / "ambiguous_mnist")

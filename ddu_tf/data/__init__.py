@@ -1,14 +1,13 @@
-"""Data: MNIST-1D generation and one loader from data-set names to ``tf.data`` pipelines.
+"""Data: one loader from data-set names to ``tf.data`` pipelines.
 
     >>> from ddu_tf import data
     >>> ds = data.load("mnist1d", "train", batch_size=100)       # TFDS builder, fixed order
-    >>> arrays = data.mnist1d.make_dataset()                     # reference-exact float64
 
 Other data-set modules plug into :func:`load` with :func:`register_source`.
 """
 import functools
 
-from ddu_tf.data import dirty_mnist, mnist1d
+from ddu_tf.data import dirty_mnist
 from ddu_tf.data.pipeline import load, register_source, registered_sources, unregister_source
 
 # MNIST / Fashion-MNIST from verified IDX files; Dirty- and Ambiguous-MNIST with the official
@@ -23,4 +22,4 @@ register_source("dirty_mnist_generated",
 register_source("ambiguous_mnist_generated",
                 functools.partial(dirty_mnist.ambiguous_mnist_source, variant="generated"))
 
-__all__ = ["dirty_mnist", "load", "mnist1d", "register_source", "registered_sources", "unregister_source"]
+__all__ = ["dirty_mnist", "load", "register_source", "registered_sources", "unregister_source"]

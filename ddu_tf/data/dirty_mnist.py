@@ -24,7 +24,7 @@ Sample identity:
 
 Official Ambiguous-MNIST files: ``amnist_samples.pt`` (float32 [12000, 1, 28, 28] in [0, 1]) and
 ``amnist_labels.pt`` (int64 [12000, 10]) from `AMBIGUOUS_URL`, MD5-verified, read with
-`ddu_tf.data.torch_pickle` (no torch, no code execution), from ``<dir>/ambiguous_mnist/``.
+`ddu_tf.io.torch_pickle` (no torch, no code execution), from ``<dir>/ambiguous_mnist/``.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from ddu_tf.data import mnist_idx, torch_pickle
+from ddu_tf.io import mnist_idx, torch_pickle
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081

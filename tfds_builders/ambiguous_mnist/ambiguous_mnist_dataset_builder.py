@@ -24,7 +24,8 @@ from typing import Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ddu_tf.data import ambiguous_generation, dirty_mnist, mnist_idx
+from ddu_tf.data import ambiguous_generation, dirty_mnist
+from ddu_tf.io import mnist_idx
 
 _CITATION = """
 @article{mukhoti2021deterministic,

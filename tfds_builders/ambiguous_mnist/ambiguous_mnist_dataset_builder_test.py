@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from ddu_tf.data import dirty_mnist, torch_pickle
+from ddu_tf.data import dirty_mnist
+from ddu_tf.io import torch_pickle
 from tfds_builders.ambiguous_mnist import ambiguous_mnist_dataset_builder
 
 DUMMY_DIR = pathlib.Path(__file__).resolve().parent / "dummy_data"

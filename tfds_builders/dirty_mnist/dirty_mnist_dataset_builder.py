@@ -23,7 +23,8 @@ from typing import Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ddu_tf.data import dirty_mnist, mnist_idx
+from ddu_tf.data import dirty_mnist
+from ddu_tf.io import mnist_idx
 from tfds_builders.ambiguous_mnist import ambiguous_mnist_dataset_builder as amnist_builder
 
 

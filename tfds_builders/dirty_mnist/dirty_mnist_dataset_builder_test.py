@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from ddu_tf.data import dirty_mnist, mnist_idx
+from ddu_tf.data import dirty_mnist
+from ddu_tf.io import mnist_idx
 from tfds_builders.dirty_mnist import dirty_mnist_dataset_builder
 
 DUMMY_DIR = pathlib.Path(__file__).resolve().parent / "dummy_data"

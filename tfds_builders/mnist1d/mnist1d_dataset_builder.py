@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ddu_tf.data import mnist1d
+from ddu_tf.io import mnist1d
 
 _DESCRIPTION = """\
 MNIST-1D: a procedurally generated 1-D analogue of MNIST. Ten hand-made 12-point templates

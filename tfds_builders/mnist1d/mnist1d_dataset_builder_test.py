@@ -70,7 +70,7 @@ def test_load_by_name_after_importing_package(tmp_path):
 def test_large_config_sizes_and_values(tmp_path):
     """`large`: 100k samples split 80k/20k, equal to ddu_tf's generator cast to float32
     (which bench/mnist1d_generation.py checks bit-exact against the reference at 100k)."""
-    from ddu_tf.data import mnist1d
+    from ddu_tf.io import mnist1d
 
     builder = tfds.builder("mnist1d/large", data_dir=tmp_path)
     builder.download_and_prepare()

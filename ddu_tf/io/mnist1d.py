@@ -17,7 +17,7 @@ Differences from the reference, on purpose:
 
 Example:
 
-    >>> from ddu_tf.data import mnist1d
+    >>> from ddu_tf.io import mnist1d
     >>> data = mnist1d.make_dataset()            # reference defaults: 4000 train, 1000 test
     >>> data["x"].shape, data["x_test"].shape    # ([4000, 40], [1000, 40]), float64
 """

@@ -41,11 +41,6 @@ def real_data_dir():
     return root if complete else None
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "real_data: reads the official MNIST / Fashion-MNIST "
-                                       "files from $DDU_TF_DATA_DIR (skipped without them)")
-
-
 def pytest_collection_modifyitems(config, items):
     if real_data_dir() is not None:
         return

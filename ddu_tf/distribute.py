@@ -55,8 +55,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from ddu_tf.density import ClassStatistics, merge_moments
-from ddu_tf.density.statistics import _batch_moments
+from ddu_tf.density import ClassStatistics, batch_moments, merge_moments
 
 STRATEGIES = ("default", "mirrored", "multiworker", "tpu")
 """Names accepted by :func:`get_strategy` and the ``--strategy`` flag."""
@@ -302,7 +301,7 @@ def distributed_class_statistics(strategy, feature_fn, dataset_fn, num_classes: 
     num_classes = int(num_classes)
     dist_dataset = strategy.distribute_datasets_from_function(dataset_fn)
 
-    def batch_moments(x, labels):
+    def replica_moments(x, labels):
         features = tf.cast(feature_fn(x), tf.float64)
         labels = tf.cast(labels, tf.int32)
         checks = [
@@ -312,15 +311,15 @@ def distributed_class_statistics(strategy, feature_fn, dataset_fn, num_classes: 
                                      message=f"labels must be < num_classes={num_classes}"),
         ]
         with tf.control_dependencies(checks):
-            return _batch_moments(tf.identity(features), labels, num_classes)
+            return batch_moments(tf.identity(features), labels, num_classes)
 
     @tf.function
     def first_step(x, labels):
-        return strategy.run(batch_moments, args=(x, labels))
+        return strategy.run(replica_moments, args=(x, labels))
 
     @tf.function
     def next_step(moments, x, labels):
-        return strategy.run(lambda m, xb, yb: merge_moments(m, batch_moments(xb, yb)),
+        return strategy.run(lambda m, xb, yb: merge_moments(m, replica_moments(xb, yb)),
                             args=(moments, x, labels))
 
     @tf.function

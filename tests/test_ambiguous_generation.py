@@ -72,6 +72,7 @@ def test_config_validation():
         ag.GenerationConfig(num_images=20, num_candidates=100).validate()
 
 
+@pytest.mark.real_data
 def test_tiny_generation_is_seeded_and_follows_the_recipe():
     images, labels = mnist_idx.load_idx_arrays("mnist", "train")
     cfg = ag.TINY_CONFIG

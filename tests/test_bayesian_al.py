@@ -56,6 +56,7 @@ _TINY = ["--train-limit", "400", "--epochs", "1", "--dropout_iter", "2", "--test
          "--val_size", "20", "--pool-subset", "60", "--experiments", "1", "--query", "5"]
 
 
+@pytest.mark.real_data
 def test_experiment_1_resumes_after_interruption(tmp_path):
     cli = _experiment_module()
     argv = _TINY + ["--experiment", "1", "--acq_func", "3", "--rounds", "2",
@@ -92,6 +93,7 @@ def test_experiment_1_resumes_after_interruption(tmp_path):
     assert os.listdir(tmp_path / "tensorboard" / "exp1" / "bald_seed369")
 
 
+@pytest.mark.real_data
 def test_experiment_2_continues_experiment_1_and_mixed_precision(tmp_path, monkeypatch):
     cli = _experiment_module()
     common = _TINY + ["--functions", "bald", "--rounds", "1", "--mixed-precision",
@@ -117,6 +119,7 @@ def test_experiment_2_continues_experiment_1_and_mixed_precision(tmp_path, monke
     assert set(table) == {"bald_mc", "bald_determ"}
 
 
+@pytest.mark.real_data
 @pytest.mark.slow
 def test_experiment_3_mbr_and_experiment_2_determ(tmp_path):
     cli = _experiment_module()
@@ -132,6 +135,7 @@ def test_experiment_3_mbr_and_experiment_2_determ(tmp_path):
     keras.backend.clear_session()
 
 
+@pytest.mark.real_data
 def test_strategy_path_trains_with_keras_fit(tmp_path):
     # Under --strategy the CNN is built in strategy.scope() and trained by model.fit, with
     # the same weight-decay placement; the loop, scoring and results are shared.

@@ -35,6 +35,7 @@ def test_fixed_noise_is_a_function_of_seed_and_key():
     assert not np.array_equal(a[0], a[1])
 
 
+@pytest.mark.real_data
 def test_validation_split_from_mnist_half():
     val = dm.validation_indices()
     assert len(val) == 6000 and len(np.unique(val)) == 6000 and val.max() < 60000
@@ -75,6 +76,7 @@ def official_dir(tmp_path):
         yield tmp_path
 
 
+@pytest.mark.real_data
 def test_dirty_arrays_official_layout(official_dir):
     d = dm.load_dirty_arrays("test", "official", data_dir=official_dir)
     assert len(d["label"]) == 10000 + 20
@@ -88,6 +90,7 @@ def test_dirty_arrays_official_layout(official_dir):
         == 6000
 
 
+@pytest.mark.real_data
 def test_sources_spec_noise_and_normalisation(official_dir):
     ds = dm.dirty_mnist_source("test", data_dir=official_dir)
     assert ds.element_spec[0].shape == (28, 28, 1) and ds.element_spec[0].dtype == tf.float32
@@ -119,6 +122,7 @@ def test_missing_official_files_error(tmp_path, monkeypatch):
     assert str(tmp_path / "ambiguous_mnist") in msg and "generated" in msg
 
 
+@pytest.mark.real_data
 def test_generated_tiny_variant_through_tfds(tmp_path):
     tiny = dm.load_ambiguous_arrays("train", "generated_tiny", tfds_data_dir=str(tmp_path))
     n = 20
@@ -129,6 +133,7 @@ def test_generated_tiny_variant_through_tfds(tmp_path):
     assert len(d["label"]) == 10000 + n * 10 // 2
 
 
+@pytest.mark.real_data
 def test_mnist_without_a_manual_dir_downloads_into_the_user_cache(tmp_path, monkeypatch):
     """No data_dir and no $DDU_TF_DATA_DIR: the official files are fetched (verified) into
     $XDG_CACHE_HOME/ddu_tf; here the "download" serves the shared reference files."""

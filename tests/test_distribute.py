@@ -157,7 +157,8 @@ def _check(path, fit=True):
     customs = [k for k in data.files if re.fullmatch(r"ref/custom\d+", k)]
     assert len(customs) == 12
     for key in customs + ["ref/custom_loss"]:  # one make_train_step step (custom loop)
-        np.testing.assert_allclose(data["dist/" + key[4:]], data[key], rtol=1e-5, atol=1e-7,
+        # float32 gradients summed over 2 replicas vs one batch: rounding of order 1e-6
+        np.testing.assert_allclose(data["dist/" + key[4:]], data[key], rtol=1e-4, atol=1e-6,
                                    err_msg=key)
     np.testing.assert_array_equal(data["dist/gmm_counts"], data["ref/gmm_counts"])
     assert data["dist/gmm_jitter"] == data["ref/gmm_jitter"]

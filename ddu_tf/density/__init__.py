@@ -5,12 +5,13 @@
     gmm.log_density(test_features)   # [batch], the OoD score (higher = in-distribution)
 """
 from ddu_tf.density.gmm import JITTER_LADDER, ClassConditionalGaussians, search_jitter
-from ddu_tf.density.statistics import ClassStatistics, merge_moments
+from ddu_tf.density.statistics import ClassStatistics, batch_moments, merge_moments
 
 __all__ = [
     "JITTER_LADDER",
     "ClassConditionalGaussians",
     "ClassStatistics",
+    "batch_moments",
     "merge_moments",
     "search_jitter",
 ]

@@ -94,9 +94,13 @@ def validate_features_and_labels(features, labels, num_classes: int):
 
 
 @tf.function(reduce_retracing=True)
-def _batch_moments(features, labels, num_classes: int):
-    """Per-class moments of one batch: count ``[C]``, shift ``[C, D]``, residual ``[C, D]``,
-    scatter ``[C, D, D]``, with mean = shift + residual (the rounded mean and its rounding error).
+def batch_moments(features, labels, num_classes: int):
+    """Per-class moments of one batch, the unit that streamed and distributed fits merge with
+    :func:`merge_moments`.
+
+    ``features`` float64 ``[n, D]`` and ``labels`` int32 ``[n]`` -> count ``[C]``, shift
+    ``[C, D]``, residual ``[C, D]``, scatter ``[C, D, D]``, with mean = shift + residual (the
+    rounded mean and its rounding error).
     """
     parts = tf.dynamic_partition(features, labels, num_classes)
     counts, shifts, residuals, scatters = [], [], [], []
@@ -212,7 +216,7 @@ class ClassStatistics:
           num_classes: number of classes ``C``.
         """
         features, labels = validate_features_and_labels(features, labels, num_classes)
-        return cls(*_batch_moments(features, labels, int(num_classes)))
+        return cls(*batch_moments(features, labels, int(num_classes)))
 
     def merge(self, other: "ClassStatistics") -> "ClassStatistics":
         """Statistics of the union of the data behind ``self`` and ``other``."""

@@ -22,7 +22,7 @@ Which linear map ``A_W``:
   layer's actual input shape ``[*spatial, c_in]`` (stride, padding and dilation included), and
   the power iteration runs on the operator itself (Gouk et al. 2018)::
 
-      v <- normalize(A_W^T u)   (tf.nn.conv_transpose with output_shape = input shape)
+      v <- normalize(A_W^T u)   (the convolution's vector-Jacobian product at the input shape)
       u <- normalize(A_W v)     (the layer's own convolution)
       sigma = <u, A_W v>
 
@@ -194,11 +194,14 @@ class SpectralNormalization(keras.layers.Wrapper):
     def _apply_transpose(self, kernel, u):
         """``A_W^T u``: ``u`` has the shape of ``self.u``; the result that of ``self.v``."""
         if self.uses_operator_norm:
-            layer = self.layer
-            return tf.nn.conv_transpose(
-                u[None], kernel, output_shape=(1,) + self._input_shape_nb,
-                strides=list(layer.strides), padding=layer.padding.upper(),
-                dilations=list(layer.dilation_rate))[0]
+            # The vector-Jacobian product of the linear map: d<u, A_W x>/dx at any x. Same op
+            # as tf.nn.conv_transpose for dilation 1, and unlike it also runs dilated
+            # convolutions on CPU (their gradient goes through space-to-batch).
+            x = tf.zeros((1,) + self._input_shape_nb, u.dtype)
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = self.layer.convolution_op(x, kernel)
+            return tape.gradient(y, x, output_gradients=u[None])[0]
         return ops.matmul(self._matrix(kernel), u[:, None])[:, 0]
 
     def _matrix(self, kernel):

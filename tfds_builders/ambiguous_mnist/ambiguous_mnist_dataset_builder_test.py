@@ -111,6 +111,7 @@ def test_missing_files_error_names_files_urls_and_dirs(tmp_path, monkeypatch):
     assert _finished_versions(tmp_path / "tfds", "official") == []
 
 
+@pytest.mark.real_data
 def test_generated_tiny_builds_offline_from_env_mnist(tmp_path):
     """MNIST comes from $DDU_TF_DATA_DIR (set by the root conftest); no manual dir."""
     builder = tfds.builder("ambiguous_mnist/generated_tiny", data_dir=tmp_path)
@@ -123,6 +124,7 @@ def test_generated_tiny_builds_offline_from_env_mnist(tmp_path):
     np.testing.assert_allclose(d["label_distribution"].sum(1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.real_data
 @pytest.mark.slow
 def test_default_generated_builds_within_30_minutes(tmp_path):
     """The real default-size build (12k images) and Dirty-MNIST on top of it."""

@@ -325,7 +325,7 @@ def tune_weight_decay(args, data, state, seed, determ):
 
 
 def run_config(args, acquisition, determ, seed, weight_decay):
-    keys = ["batch_size", "epochs", "lr", "dropout_iter", "query", "val_size", "rounds",
+    keys = ["batch_size", "epochs", "lr", "dropout_iter", "query", "val_size",
             "pool_subset", "initial", "reinit", "test_size", "test_dropout_iter",
             "train_limit", "consistent_masks", "experiment", "digits", "mbr_graph_size",
             "weight_decay_on", "test_masks", "mixed_precision"]

@@ -62,6 +62,18 @@ def test_interrupted_run_resumes_without_losing_rounds(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp_")]
 
 
+def test_finished_run_extends_to_more_rounds_as_if_run_at_once(tmp_path):
+    reference = _make_loop(str(tmp_path / "ref.json"), [], num_rounds=4).run()
+    path = str(tmp_path / "r.json")
+    short = _make_loop(path, [], num_rounds=2).run()
+    assert short[-1]["acquired"] == []  # the last round of a 2-round run only evaluates
+    calls = []
+    history = _make_loop(path, calls, num_rounds=4).run()
+    assert calls == [2, 3, 4]  # round 2 is redone to acquire, rounds 0-1 are kept
+    assert [r["acquired"] for r in history] == [r["acquired"] for r in reference]
+    assert [r["num_labelled"] for r in history] == [r["num_labelled"] for r in reference]
+
+
 def test_resume_with_other_config_is_refused(tmp_path):
     path = str(tmp_path / "r.json")
     _make_loop(path, []).run(max_rounds=1)

@@ -47,7 +47,8 @@ class ActiveLearningLoop:
         pool_subset_size: candidates scored per round (random stateless subset of the
             pool, ``PoolState.pool_subset``); None scores the whole pool.
         config: JSON-serialisable dict identifying the run; resuming with a different
-            config raises ValueError.
+            config raises ValueError. ``num_rounds`` is not part of it: resuming with more
+            rounds extends a finished run.
         on_round_end: optional ``callback(record, model)`` after each saved round (e.g.
             TensorBoard scalars).
     """
@@ -79,6 +80,13 @@ class ActiveLearningLoop:
                     "result path or the saved settings.")
             self.state = PoolState.from_dict(saved["state"])
             self.history = saved["history"]
+            # A run saved with fewer rounds ends with an evaluation-only round; extending it
+            # (a larger num_rounds, same config) redoes that round with its acquisition.
+            # Every round is seeded by its index, so the redone round equals the saved one.
+            last = self.history[-1] if self.history else None
+            if (last is not None and not last["acquired"] and last["round"] < self.num_rounds
+                    and self.state.pool):
+                self.history.pop()
 
     @property
     def next_round(self):

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The runs behind results/bayesian_al (one seed, 369). Every command is resumable: re-running
+# The runs behind results/bayesian_al/bf16_seed369 (one seed, 369; mixed_bfloat16 on the previous
+# development machine, an Intel Xeon with AVX512-BF16; the `rounds` key was then part of each
+# run's config, so these runs resume only with the code of that time, commit 921c3f8). Every command is resumable: re-running
 # this script continues each run from its last finished round. Usage (from the repo root):
-#   DDU_TF_DATA_DIR=/path/to/mnist bash results/bayesian_al/run.sh [lane]
+#   DDU_TF_DATA_DIR=/path/to/mnist bash results/bayesian_al/bf16_seed369/run.sh [lane]
 # lane "timed" is Experiment 1's BALD run alone on the idle machine (2 TF threads); lanes
 # "a" and "b" ran side by side afterwards, one TF thread each.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
-OUT=results/bayesian_al
+OUT=results/bayesian_al/bf16_seed369
 mkdir -p "$OUT/logs"
 # Paper setting: T = 100, 2000-point pool subset, 10 per round, 100 rounds, full 10k MC test.
 PAPER=(--experiments 1 --rounds 100 --mixed-precision --result_dir "$OUT")

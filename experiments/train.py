@@ -9,9 +9,10 @@ Flags and defaults follow the original's ``utils/args.py`` (SGD, lr 0.1, momentu
 weight decay 5e-4 (coupled L2, as ``torch.optim.SGD``), batch 128, lr x0.1 at epochs 150 and
 250, augmentation on), except ``-e`` defaults to 350 (the paper) instead of the file's 1.
 
-Data (``ddu_tf.experiment_data``): 10% of the training split is held out for validation with the original's seeded
-permutation (``np.random.seed(seed); np.random.shuffle(indices)``; the first 10% are
-validation). Dirty-MNIST and MNIST use the "validation" split of ``ddu_tf.data`` instead
+Data (``ddu_tf.experiment_data``, shared with ``evaluate.py``): 10% of the training split is
+held out for validation with the original's seeded permutation (``np.random.seed(seed);
+np.random.shuffle(indices)``; the first 10% are validation); ``--dataset`` accepts the DDU
+README's spelling ``dirty-mnist``. Dirty-MNIST and MNIST use the "validation" split of ``ddu_tf.data`` instead
 (10% of the MNIST images only, with that module's fixed seed, as the Dirty-MNIST guidance
 asks; the original's Dirty-MNIST loader held out 10% of all 120k MNIST + ambiguous
 samples with the run's seed -- a deliberate difference). CIFAR-10/100 and SVHN are

@@ -211,3 +211,53 @@ def test_optimizer_and_orders_are_checked():
     x, y = _data()
     with pytest.raises(ValueError, match="orders"):
         trainer.train_epochs(x, y, np.array([[0, 99]]))
+
+
+def _conv_dropout_net():
+    """A small Bayesian-CNN-like net: conv, max-pool, dropout, dense, dropout, logits."""
+    inputs = keras.Input((6, 6, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.Dropout(0.25, name="dropout1")(keras.layers.MaxPooling2D()(x))
+    x = keras.layers.Dense(8, activation="relu", name="features")(keras.layers.Flatten()(x))
+    x = keras.layers.Dropout(0.5, name="dropout2")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+
+
+def test_permutation_epochs_equal_the_in_graph_recipe_of_the_bayesian_runs():
+    """The Gal et al. runs (bayesian_al.py) were trained by one tf.function drawing each
+    epoch's permutation in the graph and slicing batches with dynamic shapes; the trainer
+    (host-drawn orders, static full batches) must take exactly the same steps."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(13, 6, 6, 1)).astype(np.float32)
+    y = np.arange(13) % 3
+    trainer = CompiledTrainer(_conv_dropout_net, epochs=3, batch_size=4,
+                              decay_layers=["features"])
+    trainer.fit(x, y, seed=9, weight_decay=0.01)
+
+    model = _conv_dropout_net()
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    reinitialize(model, _conv_dropout_net, 9)
+    kernel = model.get_layer("features").kernel
+
+    @tf.function
+    def recipe(x, y, seed):
+        n = tf.shape(x)[0]
+        steps = (n + 3) // 4
+        for epoch in tf.range(3):
+            order = tf.argsort(tf.random.stateless_uniform(
+                [n], tf.random.experimental.stateless_fold_in(seed, epoch)))
+            for step in tf.range(steps):
+                idx = order[step * 4:tf.minimum((step + 1) * 4, n)]
+                with tf.GradientTape() as tape:
+                    logits = model(tf.gather(x, idx), training=True)
+                    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        labels=tf.gather(y, idx), logits=logits))
+                    loss += 0.01 * tf.reduce_sum(tf.square(kernel))
+                grads = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply(grads, model.trainable_variables)
+
+    recipe(tf.constant(x), tf.constant(y, tf.int64), tf.constant([9, 0x5EED], tf.int64))
+    for ours, theirs, variable in zip(trainer.model.get_weights(), model.get_weights(),
+                                      model.weights):
+        np.testing.assert_array_equal(ours, theirs, err_msg=variable.path)

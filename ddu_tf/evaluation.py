@@ -1,12 +1,11 @@
-"""DDU evaluation shared by ``experiments/evaluate.py`` and the demo.
+"""DDU evaluation shared by ``experiments/evaluate.py``, ``experiments/plot_uncertainty.py``
+and the demo: metrics from arrays (logits, GMM log-densities), never from networks.
 
-Two layers:
+The arrays come from :class:`ddu_tf.inference.Predictor` (``dataset_logits``,
+``dataset_features_and_logits``: float64, as the original's
+``get_embeddings(dtype=torch.double)``) and :func:`ddu_tf.inference.fit_gmm`.
 
-1. Extraction over a ``tf.data.Dataset`` of ``(x, y)`` batches: logits ``[n, classes]`` and
-   features ``[n, dim]`` as float64 NumPy arrays (the network runs in its own dtype, the
-   results are stored in float64 as in the original's ``get_embeddings(dtype=torch.double)``),
-   and a GMM fitted from streamed per-batch statistics (no need to hold all features).
-2. The original ``evaluate.py``'s metric dict per run, from arrays, for the three model types:
+1. The original ``evaluate.py``'s metric dict per run, for the three model types:
 
    ==========  ==============================  =================================
    model type  m1 (AUROC/AUPRC score)           m2
@@ -25,8 +24,11 @@ Two layers:
    temperature per ensemble member); for ``gmm`` the ``t_m*`` entries equal ``m*`` (the GMM
    score is not temperature scaled).
 
-Keys of every run dict: :data:`METRIC_KEYS`; :func:`summarize` turns runs into the original's
-``{"mean", "std" (standard error), "values"}`` layout.
+   Keys of every run dict: :data:`METRIC_KEYS`; :func:`summarize` turns runs into the
+   original's ``{"mean", "std" (standard error), "values"}`` layout.
+2. Fig. 1/2 of the paper: softmax entropy and GMM log-density per evaluation set
+   (:func:`uncertainty_scores`) and the AUROCs of separating two sets by each
+   (:func:`pair_aurocs`).
 """
 from __future__ import annotations
 
@@ -34,78 +36,15 @@ import math
 
 import numpy as np
 import tensorflow as tf
-from scipy import special
 
 from ddu_tf import calibration, metrics, uncertainty
-from ddu_tf.density import ClassConditionalGaussians, ClassStatistics
-from ddu_tf.models.inference import compiled_forward
+from ddu_tf.inference import as_predictor, fit_gmm
 
 METRIC_KEYS = (
     "accuracy", "ece", "m1_auroc", "m1_auprc", "m2_auroc", "m2_auprc",
     "t_ece", "t_m1_auroc", "t_m1_auprc", "t_m2_auroc", "t_m2_auprc",
 )
 MODEL_TYPES = ("softmax", "ensemble", "gmm")
-
-
-# ---------------------------------------------------------------- extraction
-
-def extract_logits(model, dataset):
-    """Logits and labels of ``model`` over ``dataset``.
-
-    Args:
-      model: ``keras.Model`` mapping ``[batch, ...]`` inputs to ``[batch, classes]`` logits.
-      dataset: iterable of ``(x [batch, ...], y [batch])`` batches (e.g. ``ddu_tf.data.load``).
-
-    Returns:
-      ``(logits [n, classes] float64, labels [n] int64)``.
-    """
-    predict = compiled_forward(model, with_features=False)
-    logits, labels = [], []
-    for x, y in dataset:
-        logits.append(np.asarray(predict(tf.cast(x, tf.float32)), np.float64))
-        labels.append(np.asarray(y, np.int64))
-    if not logits:
-        raise ValueError("Expected a dataset with at least one batch. Received an empty one.")
-    return np.concatenate(logits), np.concatenate(labels)
-
-
-def extract_features_and_logits(model, dataset):
-    """Penultimate features, logits and labels of ``model`` over ``dataset``, in one pass.
-
-    Args:
-      model: functional model with a layer named ``"features"`` (``ddu_tf.models``).
-      dataset: iterable of ``(x, y)`` batches.
-
-    Returns:
-      ``(features [n, dim] float64, logits [n, classes] float64, labels [n] int64)``.
-    """
-    predict = compiled_forward(model, with_features=True)
-    features, logits, labels = [], [], []
-    for x, y in dataset:
-        f, z = predict(tf.cast(x, tf.float32))
-        features.append(np.asarray(f, np.float64))
-        logits.append(np.asarray(z, np.float64))
-        labels.append(np.asarray(y, np.int64))
-    if not features:
-        raise ValueError("Expected a dataset with at least one batch. Received an empty one.")
-    return np.concatenate(features), np.concatenate(logits), np.concatenate(labels)
-
-
-def fit_gmm(model, dataset, num_classes: int) -> ClassConditionalGaussians:
-    """DDU's class-conditional Gaussians on the features of ``model`` over ``dataset``.
-
-    Statistics are accumulated batch by batch in float64 (Chan's merge; equal to the
-    in-memory fit up to rounding), so memory is ``O(classes * dim^2)``.
-    """
-    predict = compiled_forward(model, with_features=True)
-    stats = None
-    for x, y in dataset:
-        f, _ = predict(tf.cast(x, tf.float32))
-        batch = ClassStatistics.from_batch(np.asarray(f, np.float64), np.asarray(y), num_classes)
-        stats = batch if stats is None else stats.merge(batch)
-    if stats is None:
-        raise ValueError("Expected a dataset with at least one batch. Received an empty one.")
-    return ClassConditionalGaussians.from_statistics(stats)
 
 
 # ---------------------------------------------------------------- metrics from arrays
@@ -121,8 +60,7 @@ def _classification(log_probs, labels):
 
 
 def _log_softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    return logits - special.logsumexp(logits, axis=1, keepdims=True)
+    return tf.nn.log_softmax(np.asarray(logits, np.float64), axis=-1).numpy()
 
 
 def _scores(in_scores, ood_scores, higher_is_uncertain):
@@ -191,7 +129,7 @@ def gmm_metrics(test_logits, test_labels, test_log_densities, ood_log_densities,
     return out
 
 
-def _ensemble_scores(member_logits, ood_member_logits, prefix=""):
+def _ensemble_ood_scores(member_logits, ood_member_logits, prefix=""):
     out = {}
     out[prefix + "m1_auroc"], out[prefix + "m1_auprc"] = _scores(
         uncertainty.ensemble_mutual_information(member_logits),
@@ -240,8 +178,8 @@ def ensemble_metrics(test_member_logits, test_labels, ood_member_logits,
     _, out["t_ece"] = _classification(
         uncertainty.ensemble_log_mean_probs(t_test).numpy(), test_labels
     )
-    out.update(_ensemble_scores(test_member_logits, ood_member_logits))
-    out.update(_ensemble_scores(t_test, t_ood, prefix="t_"))
+    out.update(_ensemble_ood_scores(test_member_logits, ood_member_logits))
+    out.update(_ensemble_ood_scores(t_test, t_ood, prefix="t_"))
     return out
 
 
@@ -264,4 +202,58 @@ def summarize(runs) -> dict:
         out["std"][key] = (
             float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
         )
+    return out
+
+
+# ---------------------------------------------------------------- Fig. 1/2 of the paper
+def uncertainty_scores(model, gmm_data, eval_sets, num_classes=None, *, chunk_size=512):
+    """Softmax entropy and GMM log-density of one network on each evaluation set.
+
+    Args:
+      model: functional model with a ``"features"`` layer returning logits, or a
+        :class:`ddu_tf.inference.Predictor` of one.
+      gmm_data: the GMM's training data, as :func:`ddu_tf.inference.fit_gmm` takes it (a
+        dataset of ``(x, y)`` batches or ``(x, y)`` arrays).
+      eval_sets: dict ``name -> tf.data.Dataset`` of ``(x, y)`` batches.
+      num_classes: number of classes (default: the model's number of logits).
+      chunk_size: rows per compiled chunk when ``model`` is not a Predictor.
+
+    Returns:
+      ``(scores, gmm)``: ``scores`` is a dict ``name -> {"entropy": [n] float64 (nats),
+      "log_density": [n] float64 (``logsumexp_c log q(z|c)``, nats)}``.
+    """
+    predictor = as_predictor(model, chunk_size=chunk_size)
+    if num_classes is None:
+        num_classes = int(predictor.model.outputs[0].shape[-1])
+    gmm = fit_gmm(predictor, gmm_data, num_classes)
+    out = {}
+    for name, ds in eval_sets.items():
+        features, logits, _ = predictor.dataset_features_and_logits(ds)
+        out[name] = {"entropy": uncertainty.softmax_entropy(logits).numpy(),
+                     "log_density": gmm.log_density(features).numpy()}
+    return out, gmm
+
+
+def pair_aurocs(scores, pairs):
+    """AUROC of separating two evaluation sets by entropy and by GMM density.
+
+    For ``(negative, positive)`` the second set is the positive class; the score is the
+    entropy (higher = more uncertain) or ``-log q(z)`` (lower density = more uncertain), so
+    0.5 is chance and 1 a perfect separation (sklearn ``roc_auc_score``).
+
+    Args:
+      scores: ``name -> {"entropy": [n], "log_density": [n]}`` (:func:`uncertainty_scores`).
+      pairs: sequence of ``(negative set name, positive set name)``.
+
+    Returns:
+      ``{"<negative> vs <positive>": {"entropy": auroc, "log_density": auroc}}``.
+    """
+    out = {}
+    for negative, positive in pairs:
+        row = {}
+        for key, higher_is_uncertain in (("entropy", True), ("log_density", False)):
+            row[key], _ = metrics.ood_auroc_auprc(
+                np.asarray(scores[negative][key]), np.asarray(scores[positive][key]),
+                higher_is_uncertain=higher_is_uncertain)
+        out[f"{negative} vs {positive}"] = row
     return out

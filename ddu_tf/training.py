@@ -1,7 +1,10 @@
-"""Reusable training pieces: PyTorch-faithful optimizers, the DDU lr schedule, callbacks,
-compilation and checkpoint naming.
+"""``model.fit`` training of DDU networks: PyTorch-faithful optimizers, the DDU lr schedule,
+callbacks (TensorBoard, best / periodic checkpoints, resume), compilation and checkpoint
+naming.
 
-Used by ``experiments/train.py`` and the active-learning scripts.
+Used by ``experiments/train.py`` (and the demo); the optimizers also by the compiled
+active-learning trainer (:class:`ddu_tf.active_learning.CompiledTrainer`). The data sets and
+their preprocessing are in :mod:`ddu_tf.experiment_data`.
 
 Weight decay (a deliberate choice): the DDU original uses ``torch.optim.SGD(...,
 weight_decay=5e-4)`` (and ``torch.optim.Adam`` for active learning), which adds
@@ -20,7 +23,6 @@ Checkpoint names follow the original's ``model_save_name`` (utils/train_utils.py
 import os
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 
@@ -296,45 +298,3 @@ def compile_model(model, optimizer, *, jit_compile=False):
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                   jit_compile=jit_compile)
     return model
-
-
-DDU_IMAGE_MEAN = (0.4914, 0.4822, 0.4465)
-"""Per-channel mean used by DDU's loaders for CIFAR-10, CIFAR-100 *and* SVHN (all three use
-the CIFAR-10 statistics in the original ``data/ood_detection/*.py``)."""
-DDU_IMAGE_STD = (0.2023, 0.1994, 0.2010)
-"""Per-channel std paired with :data:`DDU_IMAGE_MEAN`."""
-
-
-def normalize_images(images):
-    """``ToTensor`` + ``Normalize(DDU_IMAGE_MEAN, DDU_IMAGE_STD)`` for uint8 RGB images.
-
-    Args:
-        images: uint8 (or [0, 255] float) tensor ``[..., height, width, 3]``.
-
-    Returns:
-        float32 tensor of the same shape, ``(images / 255 - mean) / std``.
-    """
-    x = tf.cast(images, tf.float32) / 255.0
-    return (x - tf.constant(DDU_IMAGE_MEAN)) / tf.constant(DDU_IMAGE_STD)
-
-
-def random_crop_flip(image, padding=4):
-    """``RandomCrop(size, padding)`` + ``RandomHorizontalFlip()`` on one image.
-
-    Zero-pads ``padding`` pixels on each side, crops back to the original size at a random
-    offset and flips left-right with probability 1/2 (torchvision's CIFAR augmentation; pad
-    before normalising so the padding is black, as torchvision does).
-
-    Args:
-        image: ``[height, width, channels]`` tensor (one example, not a batch).
-        padding: pixels of zero padding (>= 0).
-
-    Returns:
-        Tensor of the same shape and dtype.
-    """
-    if int(padding) < 0:
-        raise ValueError(f"Expected padding >= 0. Received: padding={padding}")
-    shape = tf.shape(image)
-    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
-    cropped = tf.image.random_crop(padded, shape)
-    return tf.image.random_flip_left_right(cropped)

@@ -16,18 +16,20 @@ finished round. Outputs: TensorBoard scalars (``<result_dir>/tensorboard``), a P
 accuracy vs acquired images, and ``table.json`` / ``table.md`` (images to reach 10% / 5%
 test error, and the error at the last round).
 
-On one device the CNN is trained by ``ddu_tf.active_learning.CompiledTrainer`` (one model
-per run, re-initialised in place each round, all epochs in one ``tf.function``) and the
+The CNN is trained by ``ddu_tf.active_learning.CompiledTrainer`` (one model per run,
+re-initialised in place each round, all epochs in one ``tf.function``) and the
 ``MCDropoutPredictor``s on it are traced once per run; ``--mixed-precision`` runs it under
-Keras' ``mixed_bfloat16`` policy. One full 100-round BALD run at the paper's setting takes
-22.5 min on 2 CPU cores with it (``results/bayesian_al/README.md``).
+Keras' ``mixed_bfloat16`` policy. ``--tune-weight-decay`` chooses the weight decay with
+keras-tuner trials that train and validate exactly as a run's first round does
+(:class:`WeightDecayTuner`).
 
-``--strategy {default,mirrored,multiworker,tpu}`` (``ddu_tf.distribute``, docs/distributed.md):
-the CNN and its optimiser are built under ``strategy.scope()`` (``--batch_size`` is global)
-and the MC-dropout pool / test scoring is sharded across replicas with the same masks as on
-one device (``distribute.mc_dropout_score_fn``). ``multiworker`` is refused: the CNN is
-trained with Keras 3's ``model.fit``, which fails under ``MultiWorkerMirroredStrategy``
-(keras-team/keras#20585).
+``--strategy {default,mirrored,tpu}`` (``ddu_tf.distribute``, docs/distributed.md): the
+trainer builds the CNN and its optimiser under ``strategy.scope()`` and splits every
+(global, ``--batch_size``) batch over the replicas; the MC-dropout pool / test scoring is
+sharded across replicas with the same masks as on one device
+(``MCDropoutPredictor(strategy=...)``). ``multiworker`` is refused: the resumable results
+files are written by one process, and a worker that resumed differently from the others
+would wait forever in the collective ops.
 
 Example (a CPU-scale run)::
 
@@ -48,10 +50,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ddu_tf import distribute  # noqa: E402
 from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,  # noqa: E402
-                                    MCDropoutPredictor, atomic_write_text, class_mass_normalized,
-                                    get_acquisition, harmonic_solution,
-                                    initial_state, load_results, log_mean_prob,
+                                    atomic_write_text, class_mass_normalized, get_acquisition,
+                                    harmonic_solution, initial_state, load_results,
                                     mbr_expected_risk, random_scores, rbf_graph)
+from ddu_tf.inference import MCDropoutPredictor  # noqa: E402
+from ddu_tf.uncertainty import log_mean_prob  # noqa: E402
 from ddu_tf.io.mnist_idx import load_idx_arrays  # noqa: E402
 from ddu_tf.models.bayesian_cnn import (ALL_DECAY_LAYERS, AUTHORS_DECAY_LAYERS,  # noqa: E402
                                         bayesian_cnn)
@@ -122,8 +125,9 @@ def parse_args(argv=None):
     distribute.add_strategy_argument(p)
     args = p.parse_args(argv)
     if args.strategy == "multiworker":
-        p.error("--strategy multiworker: Keras 3's model.fit does not support "
-                "MultiWorkerMirroredStrategy (keras-team/keras#20585); use --strategy mirrored")
+        p.error("--strategy multiworker is not supported by this script (its resumable "
+                "results are written by one process; a worker resuming differently would "
+                "block the others); use --strategy mirrored")
     if args.val_size is None:
         args.val_size = 5000 if args.experiment == 4 else 100
     if args.test_dropout_iter is None:
@@ -182,66 +186,48 @@ class CNNRun:
         self.decay_layers = decay_layers(args)
         self.weights_path = os.path.join(run_dir, "weights.weights.h5")
         self._trainer = None
-        self._predictors, self._predictor_model = {}, None
+        self._predictors = {}
 
-    def build(self, n_train=1):
-        return bayesian_cnn(self.num_classes, dropout=not self.determ,
-                            weight_decay=self.weight_decay / max(n_train, 1),
-                            decay_layers=self.decay_layers)
+    @property
+    def trainer(self):
+        """The run's one compiled trainer (one model for the whole run)."""
+        if self._trainer is None:
+            self._trainer = CompiledTrainer(
+                lambda: bayesian_cnn(self.num_classes, dropout=not self.determ),
+                epochs=self.args.epochs, batch_size=self.args.batch_size,
+                learning_rate=self.args.lr, decay_layers=self.decay_layers,
+                strategy=self.strategy)
+        return self._trainer
 
     def train(self, labelled, round_index):
         """One round's model: re-initialised (paper) or continued, then trained."""
         seed = round_seed(self.seed, round_index)
         restore = (not self.args.reinit and round_index > 0
                    and os.path.exists(self.weights_path))
-        x, y = self.x_train[labelled], self.y_train[labelled]
-        if self.strategy is None:  # one device: one compiled model for the whole run
-            if self._trainer is None:
-                self._trainer = CompiledTrainer(
-                    lambda: bayesian_cnn(self.num_classes, dropout=not self.determ),
-                    epochs=self.args.epochs, batch_size=self.args.batch_size,
-                    learning_rate=self.args.lr, decay_layers=self.decay_layers)
-            model = self._trainer.model
-            if restore:
-                model.load_weights(self.weights_path)
-            self._trainer.fit(x, y, seed=seed, initialize=not restore,
-                              weight_decay=self.weight_decay / max(len(labelled), 1))
-        else:  # Keras fit distributes the batches over the replicas
-            keras.utils.set_random_seed(seed)
-            with self.strategy.scope():
-                model = self.build(len(labelled))
-                if restore:
-                    model.load_weights(self.weights_path)
-                model.compile(optimizer=keras.optimizers.Adam(self.args.lr),
-                              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            model.fit(x, y, epochs=self.args.epochs, batch_size=self.args.batch_size,
-                      verbose=0, shuffle=True)
+        model = self.trainer.model
+        if restore:
+            model.load_weights(self.weights_path)
+        self.trainer.fit(self.x_train[labelled], self.y_train[labelled], seed=seed,
+                         initialize=not restore,
+                         weight_decay=self.weight_decay / max(len(labelled), 1))
         if not self.args.reinit:
             tmp = self.weights_path + ".tmp.weights.h5"
             model.save_weights(tmp)
             os.replace(tmp, self.weights_path)
         return model
 
-    def _predictor(self, model, num_samples, consistent):
-        """A cached ``MCDropoutPredictor``: its compiled functions read the weights of the
-        one-device model by reference, so they are traced once per run, not per round."""
-        if model is not self._predictor_model:
-            self._predictors, self._predictor_model = {}, model
+    def _predictor(self, num_samples, consistent):
+        """A cached ``MCDropoutPredictor`` of the run's one model: its compiled functions
+        read the weights by reference, so they are traced once per run, not per round."""
         key = (int(num_samples), bool(consistent))
         if key not in self._predictors:
-            self._predictors[key] = MCDropoutPredictor(model, num_samples,
-                                                       consistent_masks=consistent)
+            self._predictors[key] = MCDropoutPredictor(
+                self.trainer.model, num_samples, consistent_masks=consistent,
+                strategy=self.strategy)
         return self._predictors[key]
 
-    def _reduce(self, predictor, x, reduce_fn, seed):
-        """``predictor.reduce(x, reduce_fn, seed)`` as NumPy, sharded under ``--strategy``."""
-        if self.strategy is None:
-            return predictor.reduce(x, reduce_fn, seed=seed).numpy()
-        score_fn, batch_size = distribute.mc_dropout_score_fn(predictor, reduce_fn, seed=seed)
-        return distribute.sharded_scores(self.strategy, score_fn, x, batch_size)
-
     def evaluate(self, model, round_index):
-        predictor = self._predictor(model, self.args.test_dropout_iter,
+        predictor = self._predictor(self.args.test_dropout_iter,
                                     self.args.test_masks == "consistent")
         seed = (self.seed, round_index)
         metrics = {}
@@ -249,7 +235,7 @@ class CNNRun:
                                  ("val", self.state.validation, self.x_train, self.y_train)):
             if not len(idx):
                 continue
-            log_p = self._reduce(predictor, x[idx], log_mean_prob, seed)
+            log_p = predictor.reduce(x[idx], log_mean_prob, seed=seed).numpy()
             accuracy = float(np.mean(log_p.argmax(-1) == y[idx]))
             metrics[f"{split}/accuracy"] = accuracy
             metrics[f"{split}/error"] = 1.0 - accuracy
@@ -260,9 +246,9 @@ class CNNRun:
         seed = (self.seed, 10_000 + round_index)
         if self.acquisition == "random":
             return random_scores(tf.zeros([1, len(candidates), 1]), seed=seed).numpy()
-        predictor = self._predictor(model, self.args.dropout_iter, self.args.consistent_masks)
-        return self._reduce(predictor, self.x_train[candidates],
-                            get_acquisition(self.acquisition), seed)
+        predictor = self._predictor(self.args.dropout_iter, self.args.consistent_masks)
+        return predictor.reduce(self.x_train[candidates], get_acquisition(self.acquisition),
+                                seed=seed).numpy()
 
 
 class MBRRun:
@@ -297,30 +283,36 @@ class MBRRun:
         return -mbr_expected_risk(self.weights, labelled_nodes, labels, cand_nodes)
 
 
-def tune_weight_decay(args, data, state, seed, determ):
-    """Pick ``weight_decay`` (L2 = wd / N_train) on the validation set with keras-tuner."""
+WEIGHT_DECAY_RANGE = (0.035, 35.0)
+"""Search range of ``weight_decay`` (L2 = weight_decay / N_train; the authors fix 3.5)."""
+
+
+def weight_decay_tuner(runner, args, seed):
+    """A keras-tuner random search over ``weight_decay`` whose trials train with the run's
+    own recipe: a trial is ``runner``'s round 0 -- its compiled trainer, seed, data and
+    weight-decay placement -- with the trial's value, scored by the MC-averaged accuracy on
+    the validation points (``val/accuracy``, maximised)."""
     import keras_tuner
 
-    x_train, y_train = data[0], data[1]
-    labelled, val = np.asarray(state.labelled), np.asarray(state.validation)
-    num_classes = int(y_train.max() + 1)
+    class WeightDecayTuner(keras_tuner.RandomSearch):
+        def run_trial(self, trial, *fit_args, **fit_kwargs):
+            runner.weight_decay = trial.hyperparameters.Float(
+                "weight_decay", *WEIGHT_DECAY_RANGE, sampling="log")
+            labelled = np.asarray(runner.state.labelled, np.int64)
+            model = runner.train(labelled, 0)
+            return {"val_accuracy": runner.evaluate(model, 0)["val/accuracy"]}
 
-    def build(hp):
-        wd = hp.Float("weight_decay", 0.035, 35.0, sampling="log")
-        model = bayesian_cnn(num_classes, dropout=not determ, weight_decay=wd / len(labelled),
-                             decay_layers=decay_layers(args))
-        model.compile(optimizer=keras.optimizers.Adam(args.lr),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
-        return model
-
-    tuner = keras_tuner.RandomSearch(
-        build, objective="val_accuracy", max_trials=args.tune_trials, seed=seed,
+    return WeightDecayTuner(
+        hypermodel=None, objective=keras_tuner.Objective("val_accuracy", "max"),
+        max_trials=args.tune_trials, seed=seed,
         directory=os.path.join(args.result_dir, "tuner"), project_name=f"wd_{seed}",
         overwrite=True)
-    tuner.search(x_train[labelled], y_train[labelled], epochs=args.epochs,
-                 batch_size=args.batch_size, validation_data=(x_train[val], y_train[val]),
-                 verbose=0)
+
+
+def tune_weight_decay(runner, args, seed):
+    """Pick ``weight_decay`` (L2 = wd / N_train) on the validation set with keras-tuner."""
+    tuner = weight_decay_tuner(runner, args, seed)
+    tuner.search()
     return float(tuner.get_best_hyperparameters(1)[0].get("weight_decay"))
 
 
@@ -390,7 +382,8 @@ def run_one(args, data, run_name, acquisition, determ, seed, strategy=None):
         weight_decay = args.weight_decay
     elif args.tune_weight_decay:
         if not os.path.exists(wd_path):
-            chosen = tune_weight_decay(args, data, state, seed, determ)
+            tuning = CNNRun(args, data, state, acquisition, determ, seed, None, run_dir, strategy)
+            chosen = tune_weight_decay(tuning, args, seed)
             atomic_write_text(wd_path, json.dumps({"weight_decay": chosen}))
         with open(wd_path, encoding="utf-8") as handle:
             weight_decay = json.load(handle)["weight_decay"]

@@ -13,20 +13,32 @@ The top ``--acquisition-batch-size`` are acquired by the shared
 :func:`~ddu_tf.active_learning.acquisition.select_top_k` inside the shared resumable
 :class:`~ddu_tf.active_learning.loop.ActiveLearningLoop`, until ``--max-training-samples``.
 
-Training per round, as the original: Adam (lr 1e-3, coupled L2 weight decay 5e-4, i.e.
-``torch.optim.Adam(weight_decay=5e-4)`` = :class:`ddu_tf.training.TorchAdam`), ``-e`` epochs
-of a fixed-length sampler (5056 draws with replacement-free cycling, batch ``-b`` 64), the
-epoch with the best validation accuracy kept; validation = 10% of the pool (seeded); the
-initial ``--num-initial-samples`` (20) are class-balanced, drawn once and shared by all runs.
+Training per round, as the original (:class:`ddu_tf.active_learning.CompiledTrainer` with
+:func:`~ddu_tf.active_learning.fit_best_on_validation`): Adam (lr 1e-3, coupled L2 weight
+decay 5e-4, i.e. ``torch.optim.Adam(weight_decay=5e-4)`` = :class:`ddu_tf.training.TorchAdam`),
+``-e`` epochs of DDU's fixed-length sampler (:class:`~ddu_tf.active_learning.FixedLengthSampler`,
+5056 draws with replacement-free cycling, batch ``-b`` 64), the epoch with the best
+validation accuracy kept; validation = 10% of the pool (seeded); the initial
+``--num-initial-samples`` (20) are class-balanced, drawn once and shared by all runs.
 
-Dirty-MNIST (``-ambiguous``): ``--subsample`` clean MNIST images (drawn without replacement;
-the original's with-replacement draw is a bug) + the Ambiguous-MNIST train pairs
-(``--ambiguous-config generated|official``). The fraction of ambiguous samples in the
-training set after each acquisition is measured twice: with the ground-truth flag, and as
-the original does, by a pretrained Dirty-MNIST model's softmax entropy > ``--threshold``
-nats (loaded from ``--saved-model-path``/``--saved-model-name``, or trained here for
-``--pretrain-epochs`` epochs if no path is given; ``--pretrain-epochs 0`` skips the measure,
-which the summary JSON then says).
+Dirty-MNIST (``-ambiguous``, or ``--dataset dirty-mnist``): the DDU code's protocol by
+default -- ``--subsample`` (1000) clean MNIST images (drawn without replacement; the
+original's with-replacement draw is a bug) + the Ambiguous-MNIST train pairs as the pool,
+validation 10% of it, no noise. ``--ambiguous-config`` defaults to the official
+``amnist_samples.pt`` / ``amnist_labels.pt`` when they are in ``--dataset-root`` (or
+``--data-dir`` / ``$DDU_TF_DATA_DIR``, under ``ambiguous_mnist/`` or directly) and falls back
+to the offline regeneration (``generated``) with a one-line notice. The Dirty-MNIST
+guidance asks for acquisition batches of at least 10 (an ambiguous image comes with 10
+labels); a smaller ``--acquisition-batch-size`` (the DDU code's default is 5) runs with a
+warning. The fraction of ambiguous samples in the training set after each acquisition is
+measured twice: with the ground-truth flag, and as the original does, by a pretrained
+Dirty-MNIST model's softmax entropy > ``--threshold`` nats (loaded from
+``--saved-model-path``/``--saved-model-name`` -- the name defaults to what
+``experiments/train.py`` writes for ``--trained-model``/``-tsn``/``-tmod``/``--tcoeff`` and
+``--seed`` after 350 epochs, e.g. ``resnet18_sn_3.0_1_350.keras``, and the original's
+``.model`` spelling finds the ``.keras`` file -- or trained here for ``--pretrain-epochs``
+epochs if no path is given; ``--pretrain-epochs 0`` skips the measure, which the summary
+JSON then says).
 
 Outputs in ``--output-dir`` (resumable: re-running the same command continues after the last
 finished round; every file is written atomically):
@@ -52,9 +64,10 @@ original hard-codes 5).
 
 ``--strategy {default,mirrored,multiworker,tpu}`` (``ddu_tf.distribute``, docs/distributed.md):
 networks and optimisers are built under ``strategy.scope()`` and trained data-parallel on
-the global ``-b`` batch (``distribute.make_train_step``); the pool is scored sharded across
-replicas (``distribute.sharded_scores``, ``-sb`` rows per replica), giving the same scores
-as on one device; only the chief writes ``--output-dir``.
+the global ``-b`` batch (``CompiledTrainer(strategy=...)``); test, validation and pool
+passes are sharded across replicas (``ddu_tf.inference.Predictor(strategy=...)``, ``-tb`` /
+``-sb`` rows per replica), giving the same scores as on one device; only the chief writes
+``--output-dir``.
 
 Example (CPU scale)::
 
@@ -72,6 +85,7 @@ import math
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -81,19 +95,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ddu_tf import distribute  # noqa: E402
+from ddu_tf import distribute, metrics  # noqa: E402
 from ddu_tf.active_learning import ddu_scoring  # noqa: E402
 from ddu_tf.active_learning.loop import ActiveLearningLoop, load_results  # noqa: E402
 from ddu_tf.active_learning.pool import atomic_write_text, initial_state  # noqa: E402
-from ddu_tf.active_learning.trainer import reinitialize  # noqa: E402
+from ddu_tf.active_learning.trainer import (CompiledTrainer, FixedLengthSampler,  # noqa: E402
+                                            fit_best_on_validation)
 from ddu_tf.data.al_pools import load_al_pool  # noqa: E402
-from ddu_tf.models import MODELS, blocks, features_and_logits, get_model, inference, resnet  # noqa: E402
-from ddu_tf.training import TorchAdam  # noqa: E402
+from ddu_tf.data.dirty_mnist import find_ambiguous_files  # noqa: E402
+from ddu_tf.inference import Predictor, ensemble_log_probs  # noqa: E402
+from ddu_tf.models import MODELS, get_model  # noqa: E402
+from ddu_tf.training import TorchAdam, checkpoint_name  # noqa: E402
 from ddu_tf.uncertainty import softmax_entropy  # noqa: E402
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
-SMALL_RESNET = "small_resnet"
+DATASET_NAMES = {"mnist": False, "dirty_mnist": True, "dirty-mnist": True}
+"""``--dataset`` spellings (the DDU README writes ``dirty-mnist``) -> ``-ambiguous``."""
+MEASUREMENT_KEYS = ("trained_model_name", "tsn", "tcoeff", "tmod", "saved_model_name",
+                    "threshold")
+"""Flags of the ambiguity measurement only: they do not change a run's acquisitions, so they
+are not part of its identity (results files before 2025-12 stored them)."""
+DIRTY_ONLY_KEYS = ("subsample", "ambiguous_config", "ambiguous_images")
+"""Flags that only shape the Dirty-MNIST pool (not part of an MNIST run's identity)."""
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -103,9 +127,12 @@ def build_parser():
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--seed", type=int, required=True, dest="seed", help="Seed to use")
     p.add_argument("--model", type=str, default="resnet18", dest="model_name",
-                   help=f"Model to train: one of {sorted(MODELS)} or {SMALL_RESNET!r}")
+                   help=f"Model to train: one of {sorted(MODELS)}")
     p.add_argument("-ambiguous", action="store_true", dest="ambiguous",
                    help="Dirty-MNIST pool: clean MNIST subsample + Ambiguous-MNIST")
+    p.add_argument("--dataset", type=str, default=None, dest="dataset",
+                   choices=sorted(DATASET_NAMES),
+                   help="mnist, or dirty-mnist / dirty_mnist (the same as -ambiguous)")
     p.add_argument("--dataset-root", type=str, default=None, dest="dataset_root",
                    help="Folder holding amnist_samples.pt / amnist_labels.pt (official config); "
                         "defaults to --data-dir")
@@ -118,8 +145,11 @@ def build_parser():
     p.add_argument("--saved-model-path", type=str, default=None, dest="saved_model_path",
                    help="Folder of the pretrained .keras model (None: train one, see "
                         "--pretrain-epochs)")
-    p.add_argument("--saved-model-name", type=str, default="resnet18_sn_3.0_1.keras",
-                   dest="saved_model_name", help="File name of the pretrained model")
+    p.add_argument("--saved-model-name", type=str, default=None, dest="saved_model_name",
+                   help="File name of the pretrained model (default: what experiments/train.py "
+                        "writes for --trained-model, -tsn, -tmod, --tcoeff and --seed after 350 "
+                        "epochs, e.g. resnet18_sn_3.0_1_350.keras; a '.model' name also finds "
+                        "the '.keras' file)")
     p.add_argument("--threshold", type=float, default=1.0, dest="threshold",
                    help="Entropy (nats) above which the pretrained model calls a sample ambiguous")
     p.add_argument("--subsample", type=int, default=1000, dest="subsample",
@@ -145,10 +175,11 @@ def build_parser():
                    dest="output_dir")
     p.add_argument("--data-dir", type=str, default=None, dest="data_dir",
                    help="Manual data folder (mnist/, ambiguous_mnist/); default $DDU_TF_DATA_DIR")
-    p.add_argument("--ambiguous-config", type=str, default="generated",
+    p.add_argument("--ambiguous-config", type=str, default=None,
                    choices=["generated", "official"], dest="ambiguous_config",
-                   help="Ambiguous-MNIST: regenerated offline (TFDS ambiguous_mnist/generated) "
-                        "or the official .pt files")
+                   help="Ambiguous-MNIST: the official .pt files or the offline regeneration "
+                        "(TFDS ambiguous_mnist/generated); default: official when the files are "
+                        "in --dataset-root / --data-dir / $DDU_TF_DATA_DIR, else generated")
     p.add_argument("--tfds-data-dir", type=str, default=None, dest="tfds_data_dir",
                    help="TFDS data dir for the generated Ambiguous-MNIST")
     p.add_argument("--num-runs", type=int, default=5, dest="num_runs",
@@ -172,8 +203,13 @@ def build_parser():
     return p
 
 
-def parse_args(argv=None):
-    """Parse and check the flags (ValueError naming the flag on bad values)."""
+def parse_args(argv=None, log=print):
+    """Parse and check the flags (ValueError naming the flag on bad values).
+
+    Resolves ``--dataset`` (into ``ambiguous``) and, for Dirty-MNIST, ``--ambiguous-config``
+    (official when the files are found, else generated, saying so with ``log``); warns
+    (``UserWarning``) when ``-ambiguous`` runs with acquisition batches below 10.
+    """
     args = build_parser().parse_args(argv)
     for name in ("num_initial_samples", "acquisition_batch_size", "epochs", "train_batch_size",
                  "num_runs", "fixed_length", "num_ensemble", "test_batch_size",
@@ -186,12 +222,56 @@ def parse_args(argv=None):
                          f"{args.max_training_samples} < {args.num_initial_samples}")
     if not 0.0 < args.val_fraction < 1.0:
         raise ValueError(f"Expected 0 < --val-fraction < 1. Received: {args.val_fraction}")
-    if args.model_name not in MODELS and args.model_name != SMALL_RESNET:
-        raise ValueError(f"Expected --model in {sorted(MODELS) + [SMALL_RESNET]}. "
-                         f"Received: {args.model_name!r}")
+    if args.model_name not in MODELS:
+        raise ValueError(f"Expected --model in {sorted(MODELS)}. Received: {args.model_name!r}")
     if args.mi and args.al_type != "ensemble":
         raise ValueError(f"-mi needs --al-type ensemble. Received: --al-type {args.al_type}")
+    if args.dataset is not None:
+        if args.ambiguous and not DATASET_NAMES[args.dataset]:
+            raise ValueError("-ambiguous contradicts --dataset mnist. Received both; use "
+                             "--dataset dirty-mnist (or -ambiguous alone).")
+        args.ambiguous = DATASET_NAMES[args.dataset]
+        args.dataset = None  # folded into -ambiguous (one identity per run)
+    if args.ambiguous:
+        if args.ambiguous_config is None:
+            root = args.dataset_root or args.data_dir
+            found = find_ambiguous_files(root)
+            args.ambiguous_config = "official" if found else "generated"
+            if not found:
+                log("No official Ambiguous-MNIST files (amnist_samples.pt, amnist_labels.pt) in "
+                    f"{root or '$DDU_TF_DATA_DIR'} (or its ambiguous_mnist/): using the "
+                    "regenerated set (--ambiguous-config generated).")
+        if args.acquisition_batch_size < 10:
+            warnings.warn(
+                "Dirty-MNIST guidance (BlackHC/ddu_dirty_mnist): acquire at least 10 points "
+                "per step -- every Ambiguous-MNIST image comes with 10 labels, so smaller "
+                "batches can fill up with one image's copies. Received: "
+                f"--acquisition-batch-size {args.acquisition_batch_size} (5 is the DDU code's "
+                "default, kept as its protocol).", UserWarning, stacklevel=2)
     return args
+
+
+def saved_model_file(args):
+    """Path of the pretrained ambiguity model: ``--saved-model-path`` / the name, where a
+    missing ``--saved-model-name`` is what ``experiments/train.py`` writes after 350 epochs
+    and an original ``.model`` name also matches the ``.keras`` file."""
+    name = args.saved_model_name or checkpoint_name(args.trained_model_name, args.tsn,
+                                                    args.tmod, args.tcoeff, args.seed, 350)
+    path = os.path.join(args.saved_model_path, name)
+    stem, extension = os.path.splitext(path)
+    if not os.path.exists(path) and extension != ".keras" and os.path.exists(stem + ".keras"):
+        return stem + ".keras"
+    return path
+
+
+def run_config(args):
+    """The flags that identify a run (its acquisitions): what resuming must match."""
+    excluded = {"output_dir", "data_dir", "dataset_root", "tfds_data_dir", "num_runs",
+                "saved_model_path", "test_batch_size", "scoring_batch_size", "pretrain_epochs",
+                "strategy", "tpu", "dataset", *MEASUREMENT_KEYS}
+    if not args.ambiguous:
+        excluded.update(DIRTY_ONLY_KEYS)
+    return {k: v for k, v in vars(args).items() if k not in excluded}
 
 
 def run_name(args) -> str:
@@ -206,122 +286,24 @@ def run_name(args) -> str:
 
 
 # ----------------------------------------------------------------------------- models
-def small_resnet(num_classes=10, input_shape=INPUT_SHAPE, spectral_normalization=False,
-                 coeff=3.0, mod=False, power_iterations=1, width=16):
-    """A CPU-scale ResNet: 3x3 stem + one BasicBlock per stage (``width``, 2w, 4w; strides 1, 2, 2).
-
-    Same blocks (soft SN, ``-mod``) as :func:`ddu_tf.models.resnet.resnet18`, about 1/60 of its
-    compute; ``[batch, 28, 28, 1]`` -> ``[batch, num_classes]``, layer ``"features"`` ``[batch, 4w]``.
-    """
-    blocks.check_common_args(num_classes, coeff, power_iterations)
-    sn_kwargs = {"spectral_normalization": bool(spectral_normalization), "coeff": float(coeff),
-                 "power_iterations": int(power_iterations)}
-    inputs = keras.Input(shape=tuple(input_shape), name="images")
-    x = blocks.conv(inputs, width, 3, 1, name="stem_conv", **sn_kwargs)
-    x = blocks.activation(blocks.batch_norm(x, name="stem_bn"), mod=mod, name="stem_act")
-    for stage, (planes, stride) in enumerate(((width, 1), (2 * width, 2), (4 * width, 2)), 1):
-        x = resnet.basic_block(x, planes, stride, mod=mod, sn_kwargs=sn_kwargs,
-                               name=f"stage{stage}_block1")
-    features = keras.layers.GlobalAveragePooling2D(name="features")(x)
-    return keras.Model(inputs, blocks.classifier(features, num_classes), name=SMALL_RESNET)
-
-
 def build_model(name, sn, coeff, mod):
-    """A fresh network ``[batch, 28, 28, 1]`` -> logits (registry model or the small ResNet)."""
-    if name == SMALL_RESNET:
-        return small_resnet(NUM_CLASSES, INPUT_SHAPE, spectral_normalization=sn, coeff=coeff, mod=mod)
+    """A fresh network ``[batch, 28, 28, 1]`` -> logits from the model registry."""
     return get_model(name, num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE,
                      spectral_normalization=sn, coeff=coeff, mod=mod)
 
 
-def fixed_length_indices(n: int, target_length: int, rng: np.random.Generator) -> np.ndarray:
-    """One epoch of the original's ``RandomFixedLengthSampler``: ``int64 [max(target, n)]``.
-
-    If ``target_length < n`` a plain permutation of ``n``; else a permutation of the next
-    multiple of ``n`` at or above ``target_length``, cut to ``target_length``, modulo ``n``
-    (every sample appears ``floor`` or ``ceil`` of ``target / n`` times).
-    """
-    if n < 1 or target_length < 1:
-        raise ValueError(f"Expected n >= 1 and target_length >= 1. Received: n={n}, "
-                         f"target_length={target_length}")
-    if target_length < n:
-        return rng.permutation(n).astype(np.int64)
-    padded = target_length + (-target_length % n)
-    return (rng.permutation(padded)[:target_length] % n).astype(np.int64)
+def make_trainer(args, spec, *, epochs, batch_size, sampler, strategy=None):
+    """The run's compiled trainer of one network ``spec = (name, sn, coeff, mod)``: TorchAdam
+    (``--lr``, coupled ``--weight-decay``), the given sampler, built under ``strategy``."""
+    return CompiledTrainer(
+        lambda: build_model(*spec), epochs=epochs, batch_size=batch_size, sampler=sampler,
+        optimizer=lambda: TorchAdam(args.learning_rate, coupled_weight_decay=args.weight_decay),
+        strategy=strategy)
 
 
-class Member:
-    """One network with its optimizer and compiled train step, re-initialised every round.
-
-    Keeping the objects across rounds (fresh weights copied in, optimizer state restored to
-    its initial values) lets the compiled train step and the cached compiled forward pass of
-    :func:`ddu_tf.models.inference.compiled_forward` be traced once per process instead of once per round.
-    """
-
-    def __init__(self, args, model_name=None, sn=None, coeff=None, mod=None, strategy=None):
-        self.spec = (model_name or args.model_name, args.sn if sn is None else sn,
-                     args.coeff if coeff is None else coeff, args.mod if mod is None else mod)
-        strategy = strategy or tf.distribute.get_strategy()
-        with strategy.scope():  # mirrored weights, SN state and optimiser slots
-            self.model = build_model(*self.spec)
-            self.optimizer = TorchAdam(args.learning_rate,
-                                       coupled_weight_decay=args.weight_decay)
-            self.optimizer.build(self.model.trainable_variables)
-        self._initial_optimizer = [v.numpy() for v in self.optimizer.variables]
-        # Data-parallel over the global batch; on one device the usual compiled step.
-        self.step = distribute.make_train_step(strategy, self.model, self.optimizer)
-
-    def reset(self, seed: int):
-        """Fresh random weights (seeded) and a fresh optimizer state."""
-        reinitialize(self.model, lambda: build_model(*self.spec), seed)
-        for var, value in zip(self.optimizer.variables, self._initial_optimizer):
-            var.assign(value)
-
-    def train_epoch(self, x, y, batch_size, target_length, rng):
-        order = fixed_length_indices(x.shape[0], target_length, rng)
-        for start in range(0, order.size, batch_size):
-            idx = order[start:start + batch_size]
-            self.step(tf.constant(x[idx]), tf.constant(y[idx]))
-
-
-def predict_log_probs(models, images, batch_size):
-    """Mean-softmax log-probabilities of one model or an ensemble: ``[N, C]`` float64."""
-    logits = np.stack([inference.predict_features_and_logits(m, images, batch_size=batch_size,
-                                                               with_features=False)
-                       for m in models]).astype(np.float64)
-    log_p = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
-    return np.logaddexp.reduce(log_p, axis=0) - np.log(len(models))
-
-
-def accuracy_percent(models, images, labels, batch_size):
-    return 100.0 * float(np.mean(np.argmax(predict_log_probs(models, images, batch_size), -1) == labels))
-
-
-def sharded_forward(strategy, batch_size):
-    """``forward(model, images, with_features)`` for :func:`ddu_scoring.acquisition_scores`
-    with every network pass sharded across the strategy's replicas (pool order kept)."""
-    def forward(model, images, with_features):
-        net = features_and_logits(model) if with_features else model
-        return distribute.sharded_scores(strategy, lambda x, _: net(x, training=False),
-                                         images, batch_size)
-    return forward
-
-
-def train_round(members, x, y, val_x, val_y, args, seed):
-    """Train all members ``-e`` epochs; keep the epoch with the best (ensemble) val accuracy."""
-    for k, member in enumerate(members):
-        member.reset(seed * 1000 + k)
-    rngs = [np.random.default_rng([seed, k]) for k in range(len(members))]
-    best, best_weights = -1.0, None
-    for _ in range(args.epochs):
-        for member, rng in zip(members, rngs):
-            member.train_epoch(x, y, args.train_batch_size, args.fixed_length, rng)
-        val_acc = accuracy_percent([m.model for m in members], val_x, val_y, args.test_batch_size)
-        if val_acc > best:
-            best, best_weights = val_acc, [m.model.get_weights() for m in members]
-    for member, weights in zip(members, best_weights):
-        member.model.set_weights(weights)
-    return best
+def accuracy_percent(predictors, images, labels):
+    """Test accuracy (%) of the mean softmax of one network or an ensemble."""
+    return 100.0 * metrics.accuracy(labels, ensemble_log_probs(predictors, images).argmax(-1))
 
 
 # ----------------------------------------------------------------------------- ambiguity
@@ -332,7 +314,7 @@ def pretrained_entropies(args, pool, log):
     no model is given and ``--pretrain-epochs 0``.
     """
     if args.saved_model_path is not None:
-        path = os.path.join(args.saved_model_path, args.saved_model_name)
+        path = saved_model_file(args)
         if not os.path.exists(path):
             raise ValueError(f"--saved-model-path/--saved-model-name: no file {path!r}. Pass an "
                              "existing .keras model or omit --saved-model-path to train one.")
@@ -359,9 +341,7 @@ def pretrained_entropies(args, pool, log):
         return None, {"skipped": "No pretrained model given (--saved-model-path) and "
                                  "--pretrain-epochs 0: the entropy-threshold ambiguity measure "
                                  "is not computed; the ground-truth is_ambiguous measure is."}
-    logits = inference.predict_features_and_logits(model, pool.images,
-                                                     batch_size=args.test_batch_size,
-                                                     with_features=False)
+    logits = Predictor(model, chunk_size=args.test_batch_size).logits(pool.images)
     ent = np.asarray(softmax_entropy(logits), np.float64)
     flagged = ent > args.threshold
     info.update({
@@ -382,12 +362,11 @@ def train_pretrained(args, log):
     x, y = dirty_mnist.prepare(arrays)
     log(f"training the pretrained ambiguity model ({args.trained_model_name}, sn={args.tsn}, "
         f"mod={args.tmod}) on {len(y)} Dirty-MNIST samples for {args.pretrain_epochs} epochs")
-    member = Member(args, args.trained_model_name, args.tsn, args.tcoeff, args.tmod)
-    member.reset(args.seed + 7919)
-    rng = np.random.default_rng([args.seed, 7919])
-    for _ in range(args.pretrain_epochs):
-        member.train_epoch(x, y, 128, len(y), rng)
-    return member.model
+    trainer = make_trainer(args, (args.trained_model_name, args.tsn, args.tcoeff, args.tmod),
+                           epochs=args.pretrain_epochs, batch_size=128,
+                           sampler=FixedLengthSampler(len(y)))
+    trainer.fit(x, y, seed=args.seed + 7919, sampler_seed=[args.seed, 7919])
+    return trainer.model
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -512,9 +491,7 @@ def plot_results(output_dir, dataset):
 def main(argv=None):
     args = parse_args(argv)
     strategy = distribute.strategy_from_args(args)  # first: multi-worker needs it at startup
-    # Network passes of the scoring: sharded across replicas, or the compiled one-device pass.
-    forward = (sharded_forward(strategy, args.scoring_batch_size)
-               if args.strategy != "default" else None)
+    sharding = strategy if args.strategy != "default" else None
     args.output_dir = distribute.worker_directory(strategy, args.output_dir)
     os.makedirs(args.output_dir, exist_ok=True)
     name = run_name(args)
@@ -524,7 +501,7 @@ def main(argv=None):
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {message}", flush=True)
 
     pool, test_x, test_y = load_al_pool(
-        "dirty_mnist" if args.ambiguous else "mnist", variant=args.ambiguous_config,
+        "dirty_mnist" if args.ambiguous else "mnist", variant=args.ambiguous_config or "generated",
         data_dir=args.dataset_root or args.data_dir, tfds_data_dir=args.tfds_data_dir,
         subsample=args.subsample, pool_size=args.pool_size,
         ambiguous_images_limit=args.ambiguous_images, seed=args.seed, noise_std=args.noise_std)
@@ -538,12 +515,15 @@ def main(argv=None):
                            seed=args.seed, balanced=True)
     val_idx = np.asarray(state0.validation, np.int64)
     val_x, val_y = pool.images[val_idx], pool.labels[val_idx]
-    members = [Member(args, strategy=strategy)
-               for _ in range(args.num_ensemble if args.al_type == "ensemble" else 1)]
-    loop_config = {k: v for k, v in vars(args).items()
-                   if k not in ("output_dir", "data_dir", "dataset_root", "tfds_data_dir",
-                                "num_runs", "saved_model_path", "test_batch_size",
-                                "scoring_batch_size", "pretrain_epochs", "strategy", "tpu")}
+    spec = (args.model_name, args.sn, args.coeff, args.mod)
+    trainers = [make_trainer(args, spec, epochs=args.epochs, batch_size=args.train_batch_size,
+                             sampler=FixedLengthSampler(args.fixed_length), strategy=sharding)
+                for _ in range(args.num_ensemble if args.al_type == "ensemble" else 1)]
+    test_predictors = [Predictor(t.model, chunk_size=args.test_batch_size, strategy=sharding)
+                       for t in trainers]
+    score_predictors = [Predictor(t.model, chunk_size=args.scoring_batch_size,
+                                  strategy=sharding) for t in trainers]
+    loop_config = run_config(args)
     run_paths = [os.path.join(args.output_dir, "runs", f"{name}_run{run}.json")
                  for run in range(args.num_runs)]
     timings = {}
@@ -553,23 +533,25 @@ def main(argv=None):
 
         def train_fn(labelled, round_index, run=run):
             trained["labelled"] = labelled
-            best = train_round(members, pool.images[labelled], pool.labels[labelled], val_x,
-                               val_y, args, seed=(args.seed + run) * 10_000 + round_index)
-            trained["val"] = best
-            return [m.model for m in members]
+            seed = (args.seed + run) * 10_000 + round_index
+            best = fit_best_on_validation(
+                trainers, pool.images[labelled], pool.labels[labelled], (val_x, val_y),
+                seeds=[seed * 1000 + k for k in range(len(trainers))],
+                sampler_seeds=[[seed, k] for k in range(len(trainers))],
+                chunk_size=args.test_batch_size)
+            trained["val"] = 100.0 * best
+            return [t.model for t in trainers]
 
         def evaluate_fn(models, round_index):
-            return {"test/accuracy": accuracy_percent(models, test_x, test_y, args.test_batch_size),
+            return {"test/accuracy": accuracy_percent(test_predictors, test_x, test_y),
                     "val/accuracy": trained["val"]}
 
         def score_fn(models, candidates, round_index):
             labelled = trained["labelled"]
             return ddu_scoring.acquisition_scores(
-                args.al_type, models, pool.images[candidates],
+                args.al_type, score_predictors, pool.images[candidates],
                 labelled_images=pool.images[labelled], labelled_labels=pool.labels[labelled],
-                num_classes=NUM_CLASSES, mutual_information=args.mi,
-                batch_size=args.scoring_batch_size, forward=forward)
-
+                num_classes=NUM_CLASSES, mutual_information=args.mi)
         def on_round_end(record, models, run=run):
             size = record["num_labelled"]
             if "writer" not in trained:  # opened lazily: a finished run re-run writes no file
@@ -593,7 +575,8 @@ def main(argv=None):
             copy.deepcopy(state0),
             train_fn=train_fn, evaluate_fn=evaluate_fn, score_fn=score_fn,
             acquisition_size=args.acquisition_batch_size, num_rounds=num_rounds,
-            result_path=run_paths[run], config=loop_config, on_round_end=on_round_end)
+            result_path=run_paths[run], config=loop_config, on_round_end=on_round_end,
+            legacy_config_keys=MEASUREMENT_KEYS + DIRTY_ONLY_KEYS)
         if loop.next_round > 0:
             log(f"run {run}: resuming at round {loop.next_round} of {num_rounds}")
         loop.run()

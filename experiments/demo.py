@@ -19,7 +19,9 @@ Steps (each uses only the public ``ddu_tf`` API, so it is the example to copy):
    (covariate-shift) OoD set for a 1-D signal model, and needs no second data source.
 4. Active learning: a few rounds from 20 class-balanced labels, acquiring 10 per round, with
    MC-dropout BALD (compiled, trunk once + stochastic suffix T times), DDU density (lowest
-   class-prior-weighted GMM density first) and random acquisition as the baseline.
+   class-prior-weighted GMM density first) and random acquisition as the baseline. Each round
+   re-initialises the one model in place and trains it ``--al-steps`` steps with the compiled
+   active-learning trainer (``ddu_tf.active_learning.CompiledTrainer``).
 5. One summary table on stdout; ``summary.json``, PNG figures and TensorBoard logs in one
    output folder whose path is printed.
 """
@@ -39,12 +41,12 @@ import tensorflow_datasets as tfds  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import ddu_tf  # noqa: E402,F401  (registers the TFDS builders)
-from ddu_tf import data, evaluation, metrics, uncertainty  # noqa: E402
-from ddu_tf.active_learning import (ActiveLearningLoop, MCDropoutPredictor, bald,  # noqa: E402
-                                    initial_state, log_mean_prob, random_scores)
+from ddu_tf import data, metrics, training, uncertainty  # noqa: E402
+from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,  # noqa: E402
+                                    FixedLengthSampler, bald, initial_state, random_scores)
 from ddu_tf.active_learning.ddu_scoring import acquisition_scores  # noqa: E402
+from ddu_tf.inference import MCDropoutPredictor, Predictor, fit_gmm  # noqa: E402
 from ddu_tf.models import get_model  # noqa: E402
-from ddu_tf.models.inference import predict_features_and_logits  # noqa: E402
 
 NUM_CLASSES = 10
 STRATEGIES = ("bald", "ddu", "random")
@@ -95,20 +97,13 @@ def ddu_model(args, dropout_rate=0.0):
                      dropout_rate=dropout_rate)
 
 
-def compile_model(model, lr):
-    model.compile(optimizer=keras.optimizers.Adam(lr),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return model
-
-
 def train_ddu_model(args, out_dir):
     """Step 2: train the SN + mod residual CNN with ``model.fit`` and TensorBoard."""
     keras.utils.set_random_seed(args.seed)
     train = data.load("mnist1d", "train", args.batch_size, shuffle=True, seed=args.seed,
                       data_dir=args.data_dir)
     test = data.load("mnist1d", "test", 500, data_dir=args.data_dir)
-    model = compile_model(ddu_model(args), args.lr)
+    model = training.compile_model(ddu_model(args), keras.optimizers.Adam(args.lr))
     print(f"[2/4] Training resnet1d + SN(coeff={args.coeff}) + mod "
           f"({model.count_params():,} parameters) for {args.epochs} epochs", flush=True)
     start = time.perf_counter()
@@ -122,9 +117,10 @@ def evaluate_ddu(model, args):
     train = data.load("mnist1d", "train", 500, data_dir=args.data_dir)
     test = data.load("mnist1d", "test", 500, data_dir=args.data_dir)
     ood = data.load("mnist1d/shuffled", "test", 500, data_dir=args.data_dir)
-    gmm = evaluation.fit_gmm(model, train, NUM_CLASSES)
-    test_features, test_logits, test_labels = evaluation.extract_features_and_logits(model, test)
-    ood_features, ood_logits, _ = evaluation.extract_features_and_logits(model, ood)
+    predictor = Predictor(model, chunk_size=500)
+    gmm = fit_gmm(predictor, train, NUM_CLASSES)
+    test_features, test_logits, test_labels = predictor.dataset_features_and_logits(test)
+    ood_features, ood_logits, _ = predictor.dataset_features_and_logits(ood)
     test_density = gmm.log_density(test_features).numpy()
     ood_density = gmm.log_density(ood_features).numpy()
     test_entropy = uncertainty.softmax_entropy(test_logits).numpy()
@@ -174,32 +170,25 @@ def run_active_learning(strategy, args, arrays, out_dir):
                           seed=args.seed)
     writer = tf.summary.create_file_writer(os.path.join(out_dir, "tensorboard", f"al_{strategy}"))
     dropout = 0.25 if strategy == "bald" else 0.0
-    keras.utils.set_random_seed(args.seed)
-    model = compile_model(ddu_model(args, dropout_rate=dropout), args.lr)
-    model.optimizer.build(model.trainable_variables)
-    initial_weights = model.get_weights()
-    initial_optimizer_state = [v.numpy() for v in model.optimizer.variables]
-    predictor = MCDropoutPredictor(model, num_samples=args.mc_samples, seed=args.seed)
+    # One model for the run, re-initialised in place each round (same seeded initial weights,
+    # fresh optimiser state) and trained --al-steps steps of --batch-size draws: the train
+    # step and the predictors below are traced once per run.
+    trainer = CompiledTrainer(lambda: ddu_model(args, dropout_rate=dropout), epochs=1,
+                              batch_size=args.batch_size, learning_rate=args.lr,
+                              sampler=FixedLengthSampler(args.al_steps * args.batch_size))
+    predictor = MCDropoutPredictor(trainer.model, num_samples=args.mc_samples, seed=args.seed)
+    deterministic = Predictor(trainer.model, chunk_size=500)
 
     def train_fn(labelled, round_index):
-        # Re-initialise every round (same initial weights, fresh optimizer state) without
-        # re-compiling, so the compiled train step is traced once per run.
-        model.set_weights(initial_weights)
-        for variable, value in zip(model.optimizer.variables, initial_optimizer_state):
-            variable.assign(value)
-        ds = tf.data.Dataset.from_tensor_slices((x_train[labelled], y_train[labelled]))
-        ds = ds.shuffle(len(labelled), seed=args.seed * 1000 + round_index).repeat().batch(
-            args.batch_size)
-        model.fit(ds, steps_per_epoch=args.al_steps, epochs=1, verbose=0, shuffle=False)
-        return model
+        trainer.fit(x_train[labelled], y_train[labelled], seed=args.seed,
+                    sampler_seed=[args.seed, round_index])
+        return trainer.model
 
     def evaluate_fn(model, round_index):
         if strategy == "bald":  # MC-averaged predictive, as in Gal et al.
             log_probs = predictor.mean_log_probs(x_test).numpy()
         else:
-            logits = predict_features_and_logits(model, x_test, batch_size=500,
-                                                 with_features=False)
-            log_probs = tf.nn.log_softmax(logits).numpy()
+            log_probs = tf.nn.log_softmax(deterministic.logits(x_test)).numpy()
         return {"test/accuracy": metrics.accuracy(y_test, log_probs.argmax(1))}
 
     def score_fn(model, candidates, round_index):
@@ -208,7 +197,8 @@ def run_active_learning(strategy, args, arrays, out_dir):
             return predictor.reduce(pool, bald, seed=(args.seed, round_index)).numpy()
         if strategy == "ddu":
             labelled = np.asarray(loop.state.labelled)
-            return acquisition_scores("gmm", [model], pool, labelled_images=x_train[labelled],
+            return acquisition_scores("gmm", [deterministic], pool,
+                                      labelled_images=x_train[labelled],
                                       labelled_labels=y_train[labelled],
                                       num_classes=NUM_CLASSES)
         dummy = tf.zeros([1, len(candidates), NUM_CLASSES])

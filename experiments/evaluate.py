@@ -20,19 +20,21 @@ loads members with the consecutive seeds ``seed + ensemble * i + j``, ``j < ense
 file ``checkpoint_name(model, sn, mod, coeff, seed, epoch)`` is looked up in
 ``load-path/Run{i+1}/`` (the original's layout) and then in ``load-path/``.
 
-Data: the test split of ``--dataset`` (in-distribution) and of ``--ood_dataset``; the
-validation split (for temperature scaling) and the training split (for the GMM) are those
-``experiments/train.py`` used for that seed. Metrics per run: see ``ddu_tf.evaluation``
+Data (``ddu_tf.experiment_data``, shared with ``experiments/train.py``): the test split of
+``--dataset`` (in-distribution) and of ``--ood_dataset``; the validation split (for
+temperature scaling) and the training split (for the GMM) are those ``experiments/train.py``
+used for that seed. Metrics per run: see ``ddu_tf.evaluation``
 (m1/m2 semantics per model type); the JSON file
 ``res_{checkpoint stem}_{model_type}_{dataset}_{ood_dataset}.json`` has the original's
 layout ``{"mean", "std" (standard error), "values", "info"}``.
 
 Distributed evaluation (``--strategy mirrored|multiworker|tpu``, see ``docs/distributed.md``):
-the models are loaded under ``strategy.scope()``; logits and features are computed with
-``ddu_tf.distribute.sharded_scores`` (batches of ``-b`` rows per replica, gathered back in
-data-set order) and the GMM from ``ddu_tf.distribute.distributed_class_statistics``
-(per-replica float64 moments merged exactly), so the metrics equal the single-device ones up
-to floating-point rounding. Only the chief worker writes the JSON file.
+the models are loaded under ``strategy.scope()``; logits and features come from a sharded
+``ddu_tf.inference.Predictor`` (batches of ``-b`` rows per replica, gathered back in
+data-set order) and the GMM from ``ddu_tf.inference.fit_gmm`` on it (per-replica float64
+moments merged exactly, ``ddu_tf.density.distributed_class_statistics``), so the metrics
+equal the single-device ones up to floating-point rounding. Only the chief worker writes the
+JSON file.
 """
 import argparse
 import json
@@ -41,17 +43,13 @@ import sys
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import ddu_tf  # noqa: E402,F401  (registers the TFDS builders and the Keras objects)
-import ddu_tf.models  # noqa: E402,F401
-from ddu_tf import data as ddu_data  # noqa: E402
-from ddu_tf import distribute, evaluation, training  # noqa: E402
-from ddu_tf.density import ClassConditionalGaussians  # noqa: E402
-from ddu_tf.models import features_and_logits  # noqa: E402
-from train import DATASETS, train_validation_arrays  # noqa: E402  (the split train.py used)
+import ddu_tf  # noqa: F401  (registers the TFDS builders and the Keras objects)
+import ddu_tf.models
+from ddu_tf import distribute, evaluation, training
+from ddu_tf.experiment_data import (DATASETS, dataset_key, evaluation_pipeline,
+                                    load_test_split, seeded_subset, train_validation_arrays)
+from ddu_tf.inference import Predictor, fit_gmm
 
 
 def _positive_int(text):
@@ -73,9 +71,10 @@ def build_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--seed", type=int, required=True, help="seed of the first run's model")
-    parser.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS),
-                        help="in-distribution data set")
-    parser.add_argument("--ood_dataset", default="svhn", choices=sorted(DATASETS),
+    parser.add_argument("--dataset", default="cifar10", type=dataset_key, choices=sorted(DATASETS),
+                        help="in-distribution data set ('-' may replace '_')")
+    parser.add_argument("--ood_dataset", default="svhn", type=dataset_key,
+                        choices=sorted(DATASETS),
                         help="OoD data set for the given training data set")
     parser.add_argument("--dataset-root", dest="dataset_root", default=None,
                         help="data directory passed to ddu_tf.data.load")
@@ -108,78 +107,12 @@ def build_parser():
     return parser
 
 
-class Extractor:
-    """Logits / features / GMM of a model over a batched ``(x, y)`` dataset, on one device
-    (``ddu_tf.evaluation``) or sharded over the replicas of ``strategy``.
-
-    Args:
-      strategy: the ``tf.distribute`` strategy, or None for the single-device functions.
-      batch_size: rows per replica per step in the distributed case.
-    """
-
-    def __init__(self, strategy, batch_size):
-        self.strategy = strategy
-        self.batch_size = batch_size
-
-    def load_model(self, path):
-        if self.strategy is None:
-            return keras.models.load_model(path)
-        with self.strategy.scope():
-            return keras.models.load_model(path)
-
-    def _sharded(self, net, dataset):
-        def score_fn(batch, indices):
-            x, y = batch
-            out = net(x, training=False)
-            return (*out, y) if isinstance(out, (list, tuple)) else (out, y)
-        return distribute.sharded_scores(self.strategy, score_fn, dataset.unbatch(),
-                                         self.batch_size)
-
-    def logits(self, model, dataset):
-        """``(logits [n, classes] float64, labels [n] int64)``."""
-        if self.strategy is None:
-            return evaluation.extract_logits(model, dataset)
-        logits, labels = self._sharded(model, dataset)
-        return logits.astype(np.float64), labels.astype(np.int64)
-
-    def features_and_logits(self, model, dataset):
-        """``(features [n, dim], logits [n, classes]`` float64, ``labels [n]`` int64)."""
-        if self.strategy is None:
-            return evaluation.extract_features_and_logits(model, dataset)
-        features, logits, labels = self._sharded(features_and_logits(model), dataset)
-        return features.astype(np.float64), logits.astype(np.float64), labels.astype(np.int64)
-
-    def fit_gmm(self, model, dataset, num_classes):
-        """DDU's GMM on the features of ``model`` over ``dataset`` (float64 statistics)."""
-        if self.strategy is None:
-            return evaluation.fit_gmm(model, dataset, num_classes)
-        net = features_and_logits(model)
-        stats = distribute.distributed_class_statistics(
-            self.strategy, lambda x: net(x, training=False)[0],
-            lambda ctx: dataset.shard(ctx.num_input_pipelines, ctx.input_pipeline_id),
-            num_classes)
-        return ClassConditionalGaussians.from_statistics(stats)
-
-
-def _preprocess(spec):
-    """The un-augmented preprocessing of experiments/train.py for data set ``spec``."""
-    def prepare(x, y):
-        x = training.normalize_images(x) if spec.rgb_uint8 else tf.cast(x, tf.float32)
-        return x, y
-    return prepare
-
-
-def _pipeline(spec, arrays, batch_size):
-    return (tf.data.Dataset.from_tensor_slices(arrays)
-            .map(_preprocess(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-
-
-def load_test_split(name, args):
-    """Batched test split of data set ``name`` with its training-time preprocessing."""
-    spec = DATASETS[name]
-    return ddu_data.load(spec.source, "test", args.batch_size, data_dir=args.dataset_root,
-                         preprocess=_preprocess(spec))
+def load_model(path, strategy=None):
+    """A saved model, built under ``strategy.scope()`` when a strategy is given."""
+    if strategy is None:
+        return keras.models.load_model(path)
+    with strategy.scope():
+        return keras.models.load_model(path)
 
 
 def train_val_datasets(args, seed):
@@ -187,12 +120,9 @@ def train_val_datasets(args, seed):
     spec = DATASETS[args.dataset]
     train_arrays, val_arrays = train_validation_arrays(
         spec, seed=seed, val_size=args.val_size, data_dir=args.dataset_root)
-    max_train = getattr(args, "max_train_samples", None)
-    if max_train and max_train < len(train_arrays[0]):
-        keep = np.sort(np.random.RandomState(seed).permutation(len(train_arrays[0]))[:max_train])
-        train_arrays = tuple(a[keep] for a in train_arrays)
-    return (_pipeline(spec, train_arrays, args.batch_size),
-            _pipeline(spec, val_arrays, args.batch_size))
+    train_arrays = seeded_subset(train_arrays, getattr(args, "max_train_samples", None), seed)
+    return (evaluation_pipeline(spec, train_arrays, args.batch_size),
+            evaluation_pipeline(spec, val_arrays, args.batch_size))
 
 
 def model_path(args, run, seed):
@@ -207,40 +137,42 @@ def model_path(args, run, seed):
                      "Check --load-path, --model, -sn, -mod, --coeff, --seed and --epoch.")
 
 
-def evaluate_run(args, run, test_ds, ood_ds, extractor=None):
-    """Metric dict of run ``run`` (see ``ddu_tf.evaluation``).
-
-    ``extractor``: an :class:`Extractor` (default: single device).
-    """
-    extractor = extractor or Extractor(None, args.batch_size)
+def evaluate_run(args, run, test_ds, ood_ds, strategy=None):
+    """Metric dict of run ``run`` (see ``ddu_tf.evaluation``); ``strategy``: shard the
+    network passes and the GMM statistics across its replicas (None: one device)."""
     num_classes = DATASETS[args.dataset].num_classes
+
+    def predictor(seed):
+        model = load_model(model_path(args, run, seed), strategy)
+        return Predictor(model, chunk_size=args.batch_size, strategy=strategy)
+
     if args.model_type == "ensemble":
         seeds = [args.seed + args.ensemble * run + j for j in range(args.ensemble)]
         test_logits, ood_logits, val_logits, val_labels = [], [], [], []
         for seed in seeds:
-            model = extractor.load_model(model_path(args, run, seed))
+            member = predictor(seed)
             _, val_ds = train_val_datasets(args, seed)
-            logits, test_labels = extractor.logits(model, test_ds)
+            logits, test_labels = member.dataset_logits(test_ds)
             test_logits.append(logits)
-            ood_logits.append(extractor.logits(model, ood_ds)[0])
-            v_logits, v_labels = extractor.logits(model, val_ds)
+            ood_logits.append(member.dataset_logits(ood_ds)[0])
+            v_logits, v_labels = member.dataset_logits(val_ds)
             val_logits.append(v_logits)
             val_labels.append(v_labels)
         return evaluation.ensemble_metrics(np.stack(test_logits), test_labels,
                                            np.stack(ood_logits), val_logits, val_labels)
 
     seed = args.seed + run
-    model = extractor.load_model(model_path(args, run, seed))
+    network = predictor(seed)
     train_ds, val_ds = train_val_datasets(args, seed)
-    val_logits, val_labels = extractor.logits(model, val_ds)
+    val_logits, val_labels = network.dataset_logits(val_ds)
     if args.model_type == "softmax":
-        test_logits, test_labels = extractor.logits(model, test_ds)
-        ood_logits, _ = extractor.logits(model, ood_ds)
+        test_logits, test_labels = network.dataset_logits(test_ds)
+        ood_logits, _ = network.dataset_logits(ood_ds)
         return evaluation.softmax_metrics(test_logits, test_labels, ood_logits,
                                           val_logits, val_labels)
-    gmm = extractor.fit_gmm(model, train_ds, num_classes)
-    test_features, test_logits, test_labels = extractor.features_and_logits(model, test_ds)
-    ood_features, _, _ = extractor.features_and_logits(model, ood_ds)
+    gmm = fit_gmm(network, train_ds, num_classes)
+    test_features, test_logits, test_labels = network.dataset_features_and_logits(test_ds)
+    ood_features, _, _ = network.dataset_features_and_logits(ood_ds)
     result = evaluation.gmm_metrics(
         test_logits, test_labels,
         gmm.class_log_densities(test_features).numpy(),
@@ -262,14 +194,14 @@ def output_path(args, output_dir=None):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     strategy = distribute.strategy_from_args(args)  # first: multi-worker needs it at startup
-    extractor = Extractor(None if args.strategy == "default" else strategy, args.batch_size)
+    sharding = None if args.strategy == "default" else strategy
     keras.utils.set_random_seed(args.seed)
-    test_ds = load_test_split(args.dataset, args)
-    ood_ds = load_test_split(args.ood_dataset, args)
+    test_ds = load_test_split(args.dataset, args.batch_size, args.dataset_root)
+    ood_ds = load_test_split(args.ood_dataset, args.batch_size, args.dataset_root)
     runs = []
     for run in range(args.runs):
         print(f"Evaluating run {run + 1}/{args.runs}")
-        runs.append(evaluate_run(args, run, test_ds, ood_ds, extractor))
+        runs.append(evaluate_run(args, run, test_ds, ood_ds, sharding))
         print({key: round(float(runs[-1][key]), 4) for key in evaluation.METRIC_KEYS})
     result = evaluation.summarize(runs)
     result["info"] = vars(args)

@@ -9,9 +9,10 @@ Flags and defaults follow the original's ``utils/args.py`` (SGD, lr 0.1, momentu
 weight decay 5e-4 (coupled L2, as ``torch.optim.SGD``), batch 128, lr x0.1 at epochs 150 and
 250, augmentation on), except ``-e`` defaults to 350 (the paper) instead of the file's 1.
 
-Data: 10% of the training split is held out for validation with the original's seeded
-permutation (``np.random.seed(seed); np.random.shuffle(indices)``; the first 10% are
-validation). Dirty-MNIST and MNIST use the "validation" split of ``ddu_tf.data`` instead
+Data (``ddu_tf.experiment_data``, shared with ``evaluate.py``): 10% of the training split is
+held out for validation with the original's seeded permutation (``np.random.seed(seed);
+np.random.shuffle(indices)``; the first 10% are validation); ``--dataset`` accepts the DDU
+README's spelling ``dirty-mnist``. Dirty-MNIST and MNIST use the "validation" split of ``ddu_tf.data`` instead
 (10% of the MNIST images only, with that module's fixed seed, as the Dirty-MNIST guidance
 asks; the original's Dirty-MNIST loader held out 10% of all 120k MNIST + ambiguous
 samples with the run's seed -- a deliberate difference). CIFAR-10/100 and SVHN are
@@ -35,57 +36,18 @@ gradients summed), so the paper's settings carry over unchanged. ``multiworker``
 Keras 3's ``model.fit`` fails under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585).
 """
 import argparse
-import dataclasses
 import json
 import math
 import os
 import sys
 
-import numpy as np
-
 import keras
-import tensorflow as tf
 
 import ddu_tf  # noqa: F401  (registers the TFDS builders, e.g. mnist1d)
-from ddu_tf import data as ddu_data
 from ddu_tf import distribute, training
+from ddu_tf.experiment_data import (DATASETS, dataset_key, seeded_subset,
+                                    train_validation_arrays, training_pipelines)
 from ddu_tf.models import MODELS, get_model
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    """How to load one training data set.
-
-    Attributes:
-        source: name for ``ddu_tf.data.load`` (a registered source or a TFDS name).
-        num_classes: number of classes.
-        input_shape: shape of one model input.
-        rgb_uint8: images come as uint8 RGB and are normalised with the DDU statistics.
-        augment: random crop + flip for training when ``--data-aug`` is on.
-        validation_split: the source's own validation split, or None to hold out a seeded
-            ``--val-size`` fraction of "train".
-    """
-
-    source: str
-    num_classes: int
-    input_shape: tuple
-    rgb_uint8: bool = False
-    augment: bool = False
-    validation_split: str = None
-
-
-DATASETS = {
-    "cifar10": DatasetSpec("cifar10", 10, (32, 32, 3), rgb_uint8=True, augment=True),
-    "cifar100": DatasetSpec("cifar100", 100, (32, 32, 3), rgb_uint8=True, augment=True),
-    "svhn": DatasetSpec("svhn_cropped", 10, (32, 32, 3), rgb_uint8=True),
-    "mnist": DatasetSpec("mnist", 10, (28, 28, 1), validation_split="validation"),
-    "dirty_mnist": DatasetSpec("dirty_mnist", 10, (28, 28, 1), validation_split="validation"),
-    # Dirty-MNIST with the regenerated Ambiguous-MNIST (builds offline from MNIST alone).
-    "dirty_mnist_generated": DatasetSpec("dirty_mnist_generated", 10, (28, 28, 1),
-                                         validation_split="validation"),
-    "fashion_mnist": DatasetSpec("fashion_mnist", 10, (28, 28, 1)),
-    "mnist1d": DatasetSpec("mnist1d", 10, (40,)),
-}
 
 SEQUENCE_MODELS = ("resnet1d", "logistic", "mlp", "cnn1d", "gru")
 """Models for ``[batch, length]`` inputs (MNIST-1D); the others take images."""
@@ -131,7 +93,8 @@ def build_parser():
         description="Train a DDU network (softmax / SN / mod variants).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--seed", type=int, required=True, help="seed (also of the validation split)")
-    parser.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS), help="training set")
+    parser.add_argument("--dataset", default="cifar10", type=dataset_key, choices=sorted(DATASETS),
+                        help="training set ('-' may replace '_', e.g. dirty-mnist)")
     parser.add_argument("--dataset-root", dest="dataset_root", default=None,
                         help="data directory: the manual directory of the MNIST-family sources "
                              "(default $DDU_TF_DATA_DIR) or the TFDS data_dir")
@@ -203,61 +166,6 @@ def parse_args(argv=None):
     return args
 
 
-def _arrays(source, split, data_dir):
-    """All examples of one split as numpy arrays ``(x [n, ...], y [n])``."""
-    xs, ys = [], []
-    for x, y in ddu_data.load(source, split, batch_size=4096, data_dir=data_dir):
-        xs.append(x.numpy())
-        ys.append(y.numpy())
-    return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
-
-
-def train_validation_arrays(spec, *, seed, val_size, data_dir=None):
-    """Training and validation arrays of a data set.
-
-    Without a source validation split, the original's split is used: indices ``0..n-1``
-    shuffled by ``np.random.RandomState(seed)``; the first ``floor(val_size * n)`` are
-    validation, the rest training.
-
-    Returns:
-        ``(x_train, y_train), (x_val, y_val)``.
-    """
-    if spec.validation_split:
-        return (_arrays(spec.source, "train", data_dir),
-                _arrays(spec.source, spec.validation_split, data_dir))
-    x, y = _arrays(spec.source, "train", data_dir)
-    indices = np.arange(len(x))
-    np.random.RandomState(seed).shuffle(indices)
-    split = int(math.floor(val_size * len(x)))
-    valid, train = indices[:split], indices[split:]
-    return (x[train], y[train]), (x[valid], y[valid])
-
-
-def make_datasets(spec, train_arrays, val_arrays, *, batch_size, val_batch_size, seed, augment):
-    """``tf.data`` pipelines: shuffled (and augmented) training batches, ordered validation.
-
-    Returns:
-        ``(train_ds, val_ds)`` of ``(x [batch, *input_shape] float32, y [batch] int64)``.
-    """
-    def prepare(training_split):
-        def fn(x, y):
-            if training_split and augment and spec.augment:
-                x = training.random_crop_flip(x, padding=4)
-            x = training.normalize_images(x) if spec.rgb_uint8 else tf.cast(x, tf.float32)
-            return x, y
-        return fn
-
-    x, y = train_arrays
-    train_ds = (tf.data.Dataset.from_tensor_slices((x, y))
-                .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-                .map(prepare(True), num_parallel_calls=tf.data.AUTOTUNE)
-                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    val_ds = (tf.data.Dataset.from_tensor_slices(val_arrays)
-              .map(prepare(False), num_parallel_calls=tf.data.AUTOTUNE)
-              .batch(val_batch_size).prefetch(tf.data.AUTOTUNE))
-    return train_ds, val_ds
-
-
 def run(args, extra_callbacks=()):
     """Train as configured by ``args`` (from :func:`parse_args`).
 
@@ -274,18 +182,13 @@ def run(args, extra_callbacks=()):
     spec = DATASETS[args.dataset]
     train_arrays, val_arrays = train_validation_arrays(
         spec, seed=args.seed, val_size=args.val_size, data_dir=args.dataset_root)
-    if args.max_train_samples and args.max_train_samples < len(train_arrays[0]):
-        # A seeded random subset (kept in stored order), not the first N: Dirty-MNIST lists
-        # its MNIST part first, so the first N examples would contain no ambiguous digits.
-        keep = np.sort(np.random.RandomState(args.seed).permutation(
-            len(train_arrays[0]))[:args.max_train_samples])
-        train_arrays = tuple(a[keep] for a in train_arrays)
+    train_arrays = seeded_subset(train_arrays, args.max_train_samples, args.seed)
     if args.max_val_samples:
         val_arrays = tuple(a[:args.max_val_samples] for a in val_arrays)
-    train_ds, val_ds = make_datasets(spec, train_arrays, val_arrays,
-                                     batch_size=args.train_batch_size,
-                                     val_batch_size=args.test_batch_size, seed=args.seed,
-                                     augment=args.data_aug)
+    train_ds, val_ds = training_pipelines(spec, train_arrays, val_arrays,
+                                          batch_size=args.train_batch_size,
+                                          val_batch_size=args.test_batch_size, seed=args.seed,
+                                          augment=args.data_aug)
     steps_per_epoch = math.ceil(len(train_arrays[0]) / args.train_batch_size)
 
     with strategy.scope():  # mirrored weights, SN state and optimiser slots

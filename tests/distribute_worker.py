@@ -3,25 +3,27 @@
 Run as ``python tests/distribute_worker.py {mirrored,multiworker} OUT.npz``:
 
 * ``mirrored``: splits the CPU into 2 logical devices (before TensorFlow initialises) and
-  uses ``MirroredStrategy(["/cpu:0", "/cpu:1"])``;
+  uses ``get_strategy("mirrored")``, i.e. ``MirroredStrategy`` over both;
 * ``multiworker``: ``MultiWorkerMirroredStrategy`` configured by ``TF_CONFIG`` (one CPU
   replica per process); every worker runs the same program.
 
-The same process also computes every result with the default (single-device) strategy, on
-the same initial weights and data, and writes both to ``OUT.npz`` (keys ``ref/...`` and
-``dist/...``) with the number of replicas, so the test compares them:
+The same process also computes every result on one device, on the same initial weights and
+data, and writes both to ``OUT.npz`` (keys ``ref/...`` and ``dist/...``) with the number of
+replicas, so the test compares them:
 
 1. one ``model.fit`` step (TorchSGD, global batch 8) of a small SN conv net built under
    ``strategy.scope()``: all weights, including the SN state ``u``, ``v``, ``sigma`` (not in
    multi-worker mode: Keras 3's ``fit`` does not support MultiWorkerMirroredStrategy);
-2. DDU's GMM from :func:`ddu_tf.distribute.distributed_class_statistics` (uneven shards,
+2. two epochs of :class:`ddu_tf.active_learning.CompiledTrainer` (TorchAdam with coupled
+   decay plus an L2 penalty on the classifier; 8 examples in batches of 5 + 3, each split
+   over the replicas: 2 + 3 and 1 + 2 rows);
+3. DDU's GMM from :func:`ddu_tf.density.distributed_class_statistics` (uneven shards,
    float64 features with a large common offset, so that only the statistics can differ) vs
    ``ClassConditionalGaussians.fit``;
-3. GMM pool scores from :func:`ddu_tf.distribute.sharded_scores` vs ``gmm.scores``;
-4. one :func:`ddu_tf.distribute.make_train_step` step (TorchAdam, uneven split 3 + 4);
-5. MC-dropout BALD scores of an SN + dropout net built under ``strategy.scope()``, from
-   :func:`ddu_tf.distribute.mc_dropout_score_fn` vs ``MCDropoutPredictor.reduce`` on the
-   whole pool.
+4. a sharded :class:`ddu_tf.inference.Predictor`: pool features and logits, dataset logits
+   and labels, and :func:`ddu_tf.inference.fit_gmm` on a dataset, vs one device;
+5. MC-dropout BALD scores of an SN + dropout net, ``MCDropoutPredictor(strategy=...)`` vs
+   one device.
 """
 import os
 import sys
@@ -46,7 +48,7 @@ def make_strategy(mode):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        return get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
+        return get_strategy("mirrored")
     if mode == "multiworker":
         return get_strategy("multiworker")
     raise ValueError(f"Expected mode 'mirrored' or 'multiworker'. Received: mode={mode!r}")
@@ -66,7 +68,7 @@ def sn_model(dropout=False):
                               name="features")(x)
     if dropout:
         x = keras.layers.Dropout(0.5)(x)
-    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(x))
+    return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES, name="logits")(x))
 
 
 def training_step(strategy, initial_weights, x, y):
@@ -84,77 +86,78 @@ def training_step(strategy, initial_weights, x, y):
 
 
 def run(strategy, prefix, out, models, data, use_fit=True):
-    """All checks under ``strategy``; results stored in ``out`` under ``prefix/``.
+    """All checks under ``strategy`` (None: one device); results in ``out`` under ``prefix/``.
 
     ``use_fit=False`` skips the ``model.fit`` check: Keras 3's ``fit`` fails under
     ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585), so multi-worker training goes
-    through :func:`ddu_tf.distribute.make_train_step`.
+    through :class:`ddu_tf.active_learning.CompiledTrainer`.
     """
     import keras
 
-    from ddu_tf import distribute, training
-    from ddu_tf.active_learning import MCDropoutPredictor, get_acquisition
-    from ddu_tf.density import ClassConditionalGaussians
+    from ddu_tf.active_learning import CompiledTrainer, PermutationSampler, get_acquisition
+    from ddu_tf.density import ClassConditionalGaussians, distributed_class_statistics
+    from ddu_tf.inference import MCDropoutPredictor, Predictor, fit_gmm
+    from ddu_tf.training import TorchAdam
 
     x_train, y_train, x_gmm, y_gmm, pool = data
     if use_fit:
-        model, weights = training_step(strategy, models["initial"], x_train, y_train)
+        model, weights = training_step(strategy or tf.distribute.get_strategy(),
+                                       models["initial"], x_train, y_train)
         for i, w in enumerate(weights):
             out[f"{prefix}/weight{i}"] = w
         out[f"{prefix}/weight_names"] = np.array([w.path for w in model.weights])
 
-    # The custom-loop step (DDU active learning): TorchAdam, global batch of 7 (split 3 + 4).
-    with strategy.scope():
-        custom = sn_model()
-        custom.set_weights(models["initial"])
-        optimizer = training.make_optimizer("adam", lr=1e-2, weight_decay=5e-4)
-    step = distribute.make_train_step(strategy, custom, optimizer)
-    out[f"{prefix}/custom_loss"] = np.float64(step(x_train[:7], y_train[:7]))
-    for i, w in enumerate(custom.get_weights()):
-        out[f"{prefix}/custom{i}"] = np.asarray(w)
+    # The active-learning trainer: TorchAdam + an L2 penalty, uneven splits of the batches.
+    trainer = CompiledTrainer(sn_model, epochs=2, batch_size=5, decay_layers=["logits"],
+                              optimizer=lambda: TorchAdam(1e-2, coupled_weight_decay=5e-4),
+                              sampler=PermutationSampler(), strategy=strategy)
+    out[f"{prefix}/trainer_loss"] = np.float64(
+        trainer.fit(x_train, y_train, seed=3, weight_decay=0.05))
+    for i, w in enumerate(trainer.model.get_weights()):
+        out[f"{prefix}/trainer{i}"] = np.asarray(w)
 
     projection = tf.constant(models["projection"])
 
     def feature_fn(x):
         # float64 features with a large common offset: any difference from the reference
-        # comes from the distributed statistics / scoring, not from float32 kernels.
+        # comes from the distributed statistics, not from float32 kernels.
         flat = tf.reshape(tf.cast(x, tf.float64), [-1, int(np.prod(INPUT_SHAPE))])
         return tf.matmul(flat, projection) + OFFSET
 
-    if prefix == "ref":
+    if strategy is None:
         features = np.concatenate([feature_fn(x_gmm[i:i + 8]).numpy()
                                    for i in range(0, GMM_SIZE, 8)])
         gmm = ClassConditionalGaussians.fit(features, y_gmm, NUM_CLASSES)
-        pool_features = np.concatenate([feature_fn(pool[i:i + 8]).numpy()
-                                        for i in range(0, POOL_SIZE, 8)])
-        scores = gmm.scores(pool_features)
     else:
         def dataset_fn(context):
             ds = tf.data.Dataset.from_tensor_slices((x_gmm, y_gmm)).batch(8)
             return ds.shard(context.num_input_pipelines, context.input_pipeline_id)
 
-        stats = distribute.distributed_class_statistics(strategy, feature_fn, dataset_fn,
-                                                        NUM_CLASSES)
+        stats = distributed_class_statistics(strategy, feature_fn, dataset_fn, NUM_CLASSES)
         gmm = ClassConditionalGaussians.from_statistics(stats)
-        scores = distribute.sharded_scores(strategy, distribute.gmm_score_fn(feature_fn, gmm),
-                                           pool, batch_size=8)
     out[f"{prefix}/gmm_means"] = gmm.means.numpy()
     out[f"{prefix}/gmm_covariances"] = gmm.covariances.numpy()
     out[f"{prefix}/gmm_counts"] = gmm.counts.numpy()
     out[f"{prefix}/gmm_jitter"] = np.float64(gmm.jitter)
-    for key, value in scores.items():
-        out[f"{prefix}/{key}"] = np.asarray(value)
 
-    with strategy.scope():
+    # The one predictor, sharded: pool passes, a dataset pass, the GMM from a dataset.
+    with (strategy or tf.distribute.get_strategy()).scope():
+        net = sn_model()
+        net.set_weights(models["initial"])
+    predictor = Predictor(net, chunk_size=8, strategy=strategy)
+    features, logits = predictor.features_and_logits(pool)
+    out[f"{prefix}/pool_features"], out[f"{prefix}/pool_logits"] = features, logits
+    ds = tf.data.Dataset.from_tensor_slices((x_gmm, y_gmm)).batch(8)
+    out[f"{prefix}/ds_logits"], out[f"{prefix}/ds_labels"] = predictor.dataset_logits(ds)
+    net_gmm = fit_gmm(predictor, ds, NUM_CLASSES)
+    out[f"{prefix}/net_gmm_log_density"] = net_gmm.log_density(
+        np.asarray(features, np.float64)).numpy()
+
+    with (strategy or tf.distribute.get_strategy()).scope():
         mc_model = sn_model(dropout=True)
         mc_model.set_weights(models["mc"])
-    predictor = MCDropoutPredictor(mc_model, num_samples=5, seed=7, chunk_size=4)
-    bald = get_acquisition("bald")
-    if prefix == "ref":
-        out[f"{prefix}/bald"] = predictor.reduce(pool, bald).numpy()
-    else:
-        score_fn, batch_size = distribute.mc_dropout_score_fn(predictor, bald, batch_size=8)
-        out[f"{prefix}/bald"] = distribute.sharded_scores(strategy, score_fn, pool, batch_size)
+    mc = MCDropoutPredictor(mc_model, num_samples=5, seed=7, chunk_size=4, strategy=strategy)
+    out[f"{prefix}/bald"] = mc.reduce(pool, get_acquisition("bald")).numpy()
     keras.backend.clear_session()
 
 
@@ -175,7 +178,7 @@ def main(mode, path):
     data = (x_train, y_train, x_gmm, y_gmm, pool)
     out = {"num_replicas": np.int64(strategy.num_replicas_in_sync)}
     use_fit = mode != "multiworker"
-    run(tf.distribute.get_strategy(), "ref", out, models, data, use_fit)
+    run(None, "ref", out, models, data, use_fit)
     run(strategy, "dist", out, models, data, use_fit)
     np.savez(path, **out)
 

@@ -85,3 +85,28 @@ def test_resume_with_other_config_is_refused(tmp_path):
     with pytest.raises(ValueError, match="acquisition_size"):
         ActiveLearningLoop(loop.state, train_fn=None, evaluate_fn=None, score_fn=None,
                            acquisition_size=0, num_rounds=4)
+
+
+def test_legacy_config_keys_do_not_block_a_resume(tmp_path):
+    """Keys an older version stored in the config (not identifying the run) are ignored on
+    resume; any other difference, or a legacy key given a new value, still is refused."""
+    path = str(tmp_path / "r.json")
+    _make_loop(path, []).run(max_rounds=1)
+    saved = load_results(path)
+    saved["config"]["threshold"] = 1.0
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(saved, handle)
+    state = _make_loop(None, []).state
+
+    def loop(config, legacy):
+        return ActiveLearningLoop(state, train_fn=None, evaluate_fn=None, score_fn=None,
+                                  acquisition_size=3, num_rounds=4, result_path=path,
+                                  config=config, legacy_config_keys=legacy)
+
+    with pytest.raises(ValueError, match="different config"):
+        loop({"k": 3}, ())
+    assert loop({"k": 3}, ("threshold",)).next_round == 1
+    with pytest.raises(ValueError, match="different config"):
+        loop({"k": 4}, ("threshold",))
+    with pytest.raises(ValueError, match="different config"):
+        loop({"k": 3, "threshold": 2.0}, ("threshold",))

@@ -1,5 +1,5 @@
-"""The Bayesian CNN and the experiment CLI end to end on tiny MNIST runs (with resume)."""
-import importlib.util
+"""The Bayesian CNN and the experiment CLI end to end on tiny MNIST runs (with resume), its
+weight-decay tuner, and --strategy mirrored with 2 replicas."""
 import json
 import os
 
@@ -8,15 +8,11 @@ import numpy as np
 import pytest
 
 from ddu_tf.models.bayesian_cnn import ALL_DECAY_LAYERS, bayesian_cnn
-
-_SCRIPT = os.path.join(os.path.dirname(__file__), "..", "experiments", "bayesian_al.py")
+from experiment_scripts import load_experiment_script
 
 
 def _experiment_module():
-    spec = importlib.util.spec_from_file_location("bayesian_al_cli", _SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment_script("bayesian_al")
 
 
 def test_bayesian_cnn_architecture():
@@ -135,15 +131,56 @@ def test_experiment_3_mbr_and_experiment_2_determ(tmp_path):
     keras.backend.clear_session()
 
 
-@pytest.mark.real_data
-def test_strategy_path_trains_with_keras_fit(tmp_path):
-    # Under --strategy the CNN is built in strategy.scope() and trained by model.fit, with
-    # the same weight-decay placement; the loop, scoring and results are shared.
+def strategy_run(result_dir, strategy):
+    """A one-round run with ``--strategy`` (in this process, or with 2 replicas by the
+    ``two_replicas`` fixture): its saved history and table, and the replica count."""
+    from ddu_tf import distribute
+
     cli = _experiment_module()
     table = cli.main(_TINY + ["--experiment", "1", "--functions", "var_ratios", "--rounds", "1",
-                              "--strategy", "mirrored", "--result_dir", str(tmp_path)])
-    saved = json.loads((tmp_path / "exp1" / "var_ratios_seed369" / "results.json").read_text())
-    assert [r["num_acquired"] for r in saved["history"]] == [0, 5]
-    assert len(set(saved["history"][0]["acquired"])) == 5
-    assert 0.0 <= saved["history"][-1]["metrics"]["test/accuracy"] <= 1.0
-    assert table["var_ratios"]["rounds_done"] == 1
+                              "--strategy", strategy, "--result_dir", result_dir])
+    with open(os.path.join(result_dir, "exp1", "var_ratios_seed369", "results.json")) as f:
+        saved = json.load(f)
+    return {"history": saved["history"], "table": table,
+            "replicas": distribute.get_strategy(strategy).num_replicas_in_sync}
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_strategy_path_with_two_replicas(tmp_path, two_replicas):
+    # Under --strategy mirrored (2 logical CPUs) the compiled trainer builds the CNN in
+    # strategy.scope() and splits every batch over the replicas; the MC-dropout scoring is
+    # sharded; the loop and the results are shared with the one-device path.
+    run = two_replicas("test_bayesian_al:strategy_run", str(tmp_path), "mirrored")
+    assert run["replicas"] == 2
+    history = run["history"]
+    assert [r["num_acquired"] for r in history] == [0, 5]
+    assert len(set(history[0]["acquired"])) == 5
+    assert 0.0 <= history[-1]["metrics"]["test/accuracy"] <= 1.0
+    assert run["table"]["var_ratios"]["rounds_done"] == 1
+
+
+@pytest.mark.real_data
+def test_tuner_trial_trains_what_a_run_with_its_weight_decay_trains(tmp_path):
+    """Issue 20: a keras-tuner trial is the run's own round 0 with the trial's weight decay
+    (same compiled trainer, seed, data, decay placement), scored on the validation points."""
+    cli = _experiment_module()
+    args = cli.parse_args(_TINY + ["--experiment", "1", "--functions", "bald", "--rounds", "1",
+                                   "--tune-trials", "2", "--result_dir", str(tmp_path)])
+    data = cli.load_data(args)
+    state = cli.make_state(args, data, 369)
+    tuning = cli.CNNRun(args, data, state, "bald", False, 369, None, str(tmp_path))
+    tuner = cli.weight_decay_tuner(tuning, args, 369)
+    tuner.search()
+    trials = list(tuner.oracle.trials.values())
+    assert len(trials) == 2
+    last = max(trials, key=lambda t: int(t.trial_id))
+    decay = last.hyperparameters.get("weight_decay")
+    assert 0.035 <= decay <= 35.0
+    run = cli.CNNRun(args, data, state, "bald", False, 369, decay, str(tmp_path))
+    model = run.train(np.asarray(state.labelled, np.int64), 0)
+    for ours, trial in zip(model.get_weights(), tuning.trainer.model.get_weights()):
+        np.testing.assert_array_equal(ours, trial)
+    assert last.score == run.evaluate(model, 0)["val/accuracy"]
+    best = float(tuner.get_best_hyperparameters(1)[0].get("weight_decay"))
+    assert best in {t.hyperparameters.get("weight_decay") for t in trials}

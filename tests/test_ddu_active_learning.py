@@ -1,31 +1,22 @@
 """DDU active learning: scoring strategies, the Dirty-MNIST pool, and the experiment script.
 
 Oracles: hand-built pools where the right acquisition is known, NumPy formulas, the shared
-GMM's own mixture density, and the loop's saved state (for resume and ambiguous fractions).
+GMM's own mixture density, the loop's saved state (for resume and ambiguous fractions), and
+experiments/train.py's own checkpoint names.
 """
-import importlib.util
 import json
-import os
-import pathlib
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
+from experiment_scripts import load_experiment_script
+from ddu_tf import uncertainty
 from ddu_tf.active_learning import ddu_scoring
 from ddu_tf.active_learning.acquisition import select_top_k
 from ddu_tf.data import al_pools
 from ddu_tf.density import ClassConditionalGaussians
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location(
-        "ddu_active_learning_script", ROOT / "experiments" / "ddu_active_learning.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _identity_feature_model(dim=2, num_classes=2):
@@ -80,14 +71,15 @@ def test_weighted_density_equals_the_shared_gmm_mixture():
 
 
 def test_ensemble_scores_match_numpy():
+    # The ensemble strategy scores with ddu_tf.uncertainty's PE / MI of the member logits.
     rng = np.random.default_rng(2)
     logits = rng.normal(size=(5, 6, 4))
     p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     mean = p.mean(0)
     pe = -(mean * np.log(mean)).sum(-1)
     mi = pe - (-(p * np.log(p)).sum(-1)).mean(0)
-    np.testing.assert_allclose(ddu_scoring.ensemble_scores(logits), pe, rtol=1e-5)
-    np.testing.assert_allclose(ddu_scoring.ensemble_scores(logits, mutual_information=True), mi,
+    np.testing.assert_allclose(uncertainty.ensemble_predictive_entropy(logits), pe, rtol=1e-5)
+    np.testing.assert_allclose(uncertainty.ensemble_mutual_information(logits), mi,
                                rtol=1e-4, atol=1e-6)
 
 
@@ -174,15 +166,6 @@ def test_mnist_pool_subset_and_normalisation_errors():
         al_pools.mnist_al_pool(x + 5.0, np.arange(20) % 10)
 
 
-def test_fixed_length_sampler_balances_repeats():
-    script = _load_script()
-    idx = script.fixed_length_indices(7, 100, np.random.default_rng(0))
-    counts = np.bincount(idx, minlength=7)
-    assert idx.size == 100 and counts.min() >= 100 // 7 and counts.max() <= 100 // 7 + 1
-    np.testing.assert_array_equal(np.sort(script.fixed_length_indices(
-        10, 4, np.random.default_rng(0))), np.arange(10))
-
-
 # ----------------------------------------------------------------------------- end to end
 def _tiny_args(out, al_type, extra=()):
     return ["--seed", "3", "--model", "lenet", "--al-type", al_type, "-e", "1",
@@ -191,8 +174,9 @@ def _tiny_args(out, al_type, extra=()):
             "--output-dir", str(out), *extra]
 
 
-def test_dirty_run_reports_ground_truth_fraction_and_resumes(tmp_path, monkeypatch):
-    script = _load_script()
+def test_dirty_run_reports_ground_truth_fraction_and_resumes(tmp_path, monkeypatch,
+                                                             experiment_script):
+    script = experiment_script("ddu_active_learning")
     rng = np.random.default_rng(5)
     mnist_x = rng.integers(0, 256, (200, 28, 28), dtype=np.uint8)
     mnist_y = np.arange(200) % 10
@@ -252,8 +236,8 @@ def test_dirty_run_reports_ground_truth_fraction_and_resumes(tmp_path, monkeypat
         script.main(argv + ["--lr", "0.01"])
 
 
-def test_threshold_measure_skipped_or_missing_model(tmp_path):
-    script = _load_script()
+def test_threshold_measure_skipped_or_missing_model(tmp_path, experiment_script):
+    script = experiment_script("ddu_active_learning")
     pool = al_pools.mnist_al_pool(np.zeros((20, 28, 28), np.uint8), np.arange(20) % 10)
     args = script.parse_args(["--seed", "1", "-ambiguous", "--pretrain-epochs", "0"])
     entropies, info = script.pretrained_entropies(args, pool, print)
@@ -263,8 +247,8 @@ def test_threshold_measure_skipped_or_missing_model(tmp_path):
         script.pretrained_entropies(args, pool, print)
 
 
-def test_bad_flags_raise_value_error_naming_the_flag():
-    script = _load_script()
+def test_bad_flags_raise_value_error_naming_the_flag(experiment_script):
+    script = experiment_script("ddu_active_learning")
     with pytest.raises(ValueError, match="-mi"):
         script.parse_args(["--seed", "1", "--al-type", "gmm", "-mi"])
     with pytest.raises(ValueError, match="--max-training-samples"):
@@ -273,28 +257,134 @@ def test_bad_flags_raise_value_error_naming_the_flag():
         script.parse_args(["--seed", "1", "--model", "alexnet"])
 
 
-@pytest.mark.parametrize("al_type", ["gmm", "ensemble"])
-def test_sharded_scoring_path_acquires_what_the_single_device_path_acquires(
-        tmp_path, monkeypatch, al_type):
-    """--strategy mirrored (one replica in this process) sends every scoring pass through
-    distribute.sharded_scores; the acquisitions must equal the default run's."""
-    script = _load_script()
+def _synthetic_pool(size=160):
     rng = np.random.default_rng(7)
-    images = rng.normal(size=(160, 28, 28, 1)).astype(np.float32)
-    labels = np.arange(160) % 10
+    images = rng.normal(size=(size, 28, 28, 1)).astype(np.float32)
+    labels = np.arange(size) % 10
     pool = al_pools.ActiveLearningPool(images=images, labels=labels,
-                                       is_ambiguous=np.zeros(160, bool),
-                                       source_index=np.arange(160), noise_key=np.arange(160))
-    monkeypatch.setattr(script, "load_al_pool",
-                        lambda *a, **k: (pool, images[:40], labels[:40]))
+                                       is_ambiguous=np.zeros(size, bool),
+                                       source_index=np.arange(size), noise_key=np.arange(size))
+    return pool, images[:40], labels[:40]
+
+
+def acquisitions_under(out_dir, al_type, strategy):
+    """Acquired pool indices per round of a tiny run with ``--strategy`` (run in this process
+    or, for 2 replicas, by the ``two_replicas`` fixture), with the number of replicas.
+
+    ``--lr 0``: the networks keep their seeded initial weights whatever the number of
+    replicas (summing float32 gradients over replicas rounds differently, which reorders
+    near-tied scores), so every difference would come from the sharded passes, the split
+    batches' plumbing or the loop; the trainer's cross-replica numerics are checked in
+    tests/test_distribute.py."""
+    from ddu_tf import distribute
+
+    script = load_experiment_script("ddu_active_learning")
+    pool = _synthetic_pool()
+    script.load_al_pool = lambda *a, **k: pool
     extra = ["--num-ensemble", "2"] if al_type == "ensemble" else []
-    runs = {}
-    for strategy in ("default", "mirrored"):
-        out = tmp_path / strategy
-        argv = _tiny_args(out, al_type, [*extra, "--strategy", strategy])
-        script.main(argv)
-        name = script.run_name(script.parse_args(argv))
-        saved = json.loads((out / "runs" / f"{name}_run0.json").read_text())
-        runs[strategy] = [r["acquired"] for r in saved["history"]]
-    assert runs["default"] == runs["mirrored"]
-    assert sum(len(a) for a in runs["default"]) == 8
+    argv = _tiny_args(out_dir, al_type, [*extra, "--strategy", strategy, "--lr", "0",
+                                         "--max-training-samples", "24"])
+    script.main(argv)
+    name = script.run_name(script.parse_args(argv))
+    with open(f"{out_dir}/runs/{name}_run0.json", encoding="utf-8") as handle:
+        saved = json.load(handle)
+    return {"acquired": [r["acquired"] for r in saved["history"]],
+            "accuracy": [r["metrics"]["test/accuracy"] for r in saved["history"]],
+            "replicas": distribute.get_strategy(strategy).num_replicas_in_sync}
+
+
+@pytest.mark.parametrize("al_type", ["gmm", pytest.param("ensemble", marks=pytest.mark.slow)])
+def test_two_replica_run_acquires_what_the_single_device_run_acquires(tmp_path, two_replicas,
+                                                                      al_type):
+    """--strategy mirrored on 2 logical CPUs: the trainer splits every batch over 2 replicas
+    and every test, validation and pool pass is sharded; the run acquires exactly what the
+    one-device run acquires."""
+    single = acquisitions_under(str(tmp_path / "default"), al_type, "default")
+    mirrored = two_replicas("test_ddu_active_learning:acquisitions_under",
+                            str(tmp_path / "mirrored"), al_type, "mirrored")
+    assert mirrored["replicas"] == 2 and single["replicas"] == 1
+    assert mirrored["acquired"] == single["acquired"]
+    assert sum(len(a) for a in single["acquired"]) == 4
+    assert mirrored["accuracy"] == single["accuracy"]
+
+
+# ----------------------------------------------------------------------------- issue 21
+def test_dataset_spellings_and_small_batch_warning(experiment_script):
+    script = experiment_script("ddu_active_learning")
+    notices = []
+    for spelling in ("dirty-mnist", "dirty_mnist"):
+        with pytest.warns(UserWarning, match="at least 10"):
+            args = script.parse_args(["--seed", "1", "--dataset", spelling,
+                                      "--ambiguous-config", "generated"], log=notices.append)
+        assert args.ambiguous and args.acquisition_batch_size == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        args = script.parse_args(["--seed", "1", "--dataset", "mnist"])
+        assert not args.ambiguous
+        script.parse_args(["--seed", "1", "-ambiguous", "--acquisition-batch-size", "10",
+                           "--ambiguous-config", "generated"])
+    assert notices == []  # an explicit --ambiguous-config needs no notice
+    with pytest.raises(ValueError, match="contradicts"):
+        script.parse_args(["--seed", "1", "--dataset", "mnist", "-ambiguous"])
+
+
+def test_ambiguous_config_defaults_to_the_official_files_when_present(tmp_path, monkeypatch,
+                                                                      experiment_script):
+    script = experiment_script("ddu_active_learning")
+    monkeypatch.delenv("DDU_TF_DATA_DIR", raising=False)
+    notices = []
+    argv = ["--seed", "1", "-ambiguous", "--acquisition-batch-size", "10",
+            "--dataset-root", str(tmp_path)]
+    assert script.parse_args(argv, log=notices.append).ambiguous_config == "generated"
+    assert len(notices) == 1 and "--ambiguous-config generated" in notices[0]
+    (tmp_path / "ambiguous_mnist").mkdir()
+    for name in ("amnist_samples.pt", "amnist_labels.pt"):
+        (tmp_path / "ambiguous_mnist" / name).write_bytes(b"")
+    notices.clear()
+    assert script.parse_args(argv, log=notices.append).ambiguous_config == "official"
+    assert notices == []
+
+
+def test_saved_model_name_defaults_to_what_train_py_writes(tmp_path, experiment_script):
+    script = experiment_script("ddu_active_learning")
+    train = experiment_script("train")
+    train_args = train.parse_args(["--seed", "1", "--dataset", "dirty-mnist", "--model",
+                                   "resnet18", "-sn"])
+    assert train_args.dataset == "dirty_mnist"
+    written = script.checkpoint_name(train_args.model, train_args.sn, train_args.mod,
+                                     train_args.coeff, train_args.seed, train_args.epoch)
+    args = script.parse_args(["--seed", "1", "--trained-model", "resnet18", "-tsn",
+                              "--saved-model-path", str(tmp_path)])
+    assert script.saved_model_file(args) == str(tmp_path / written)
+    assert written == "resnet18_sn_3.0_1_350.keras"
+    # The DDU README's name with the original's extension finds the .keras file.
+    (tmp_path / written).write_bytes(b"")
+    args = script.parse_args(["--seed", "1", "--saved-model-path", str(tmp_path),
+                              "--saved-model-name", "resnet18_sn_3.0_1_350.model"])
+    assert script.saved_model_file(args) == str(tmp_path / written)
+
+
+def test_runs_saved_with_measurement_flags_in_their_config_resume(tmp_path, monkeypatch,
+                                                                 experiment_script):
+    """Results files written before the measurement flags left the run identity (e.g. the
+    committed results/ddu_active_learning/*/runs/) resume with the same command."""
+    script = experiment_script("ddu_active_learning")
+    pool = _synthetic_pool(120)
+    monkeypatch.setattr(script, "load_al_pool", lambda *a, **k: pool)
+    argv = _tiny_args(tmp_path, "softmax")
+    script.main(argv)
+    name = script.run_name(script.parse_args(argv))
+    path = tmp_path / "runs" / f"{name}_run0.json"
+    saved = json.loads(path.read_text())
+    saved["config"].update({"trained_model_name": "resnet18", "tsn": False, "tcoeff": 3.0,
+                            "tmod": False, "saved_model_name": "resnet18_sn_3.0_1.keras",
+                            "threshold": 1.0, "subsample": 1000, "ambiguous_config": "generated",
+                            "ambiguous_images": None})
+    first_two = saved["history"][:2]
+    saved["history"] = first_two  # interrupted in the last round (which acquires nothing)
+    path.write_text(json.dumps(saved))
+    summary = script.main(argv)
+    assert summary["runs"][0]["num_labelled"] == [20, 24, 28]
+    again = json.loads(path.read_text())
+    assert again["history"][:2] == first_two  # resumed, not recomputed
+    assert again["config"] == script.run_config(script.parse_args(argv))

@@ -1,18 +1,13 @@
 """A tiny end-to-end run of the main job (experiments/demo.py), as `make demo` runs it."""
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 
-DEMO = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "demo.py"
+from experiment_scripts import load_experiment_script
 
 
 def _demo():
-    spec = importlib.util.spec_from_file_location("ddu_demo", DEMO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment_script("demo")
 
 
 def test_tiny_demo_writes_summary_figures_and_logs(tmp_path, capsys):

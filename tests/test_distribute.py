@@ -1,11 +1,12 @@
-"""ddu_tf.distribute: strategies, exact distributed GMM statistics and sharded scoring.
+"""Everything that runs under ``tf.distribute``: strategies (ddu_tf.distribute), the
+trainer's split batches, the sharded predictor, the distributed GMM statistics.
 
 Multi-device checks run in subprocesses (``tests/distribute_worker.py``), since the logical
 CPU devices and the multi-worker collectives must be configured before TensorFlow
-initialises: 2 logical CPUs under MirroredStrategy, and 2 localhost workers (TF_CONFIG,
-free 127.0.0.1 ports) under MultiWorkerMirroredStrategy. Each compares with the
+initialises: 2 logical CPUs under MirroredStrategy (2 replicas), and 2 localhost workers
+(TF_CONFIG, free 127.0.0.1 ports) under MultiWorkerMirroredStrategy. Each compares with the
 single-device result computed in the same process from the same weights and data.
-The in-process tests use the default strategy.
+The in-process tests use the default strategy (one replica, the same code path).
 """
 import argparse
 import json
@@ -20,10 +21,13 @@ import pytest
 import tensorflow as tf
 
 from ddu_tf import distribute
-from ddu_tf.density import ClassConditionalGaussians, ClassStatistics
+from ddu_tf.active_learning import CompiledTrainer
+from ddu_tf.density import (ClassConditionalGaussians, ClassStatistics,
+                            distributed_class_statistics)
+from experiment_scripts import subprocess_env
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distribute_worker.py")
-TIMEOUT = 300  # seconds per worker process (the CI machine is shared and slow)
+TIMEOUT = 600  # seconds per worker process (the CI machine is shared and slow)
 
 
 # ----------------------------------------------------------------------------- in-process
@@ -59,28 +63,6 @@ def test_strategy_argument():
     assert distribute.worker_directory(tf.distribute.get_strategy(), "out") == "out"
 
 
-def test_sharded_scores_default_strategy_in_pool_order():
-    strategy = tf.distribute.get_strategy()
-    pool = np.random.default_rng(0).normal(size=(23, 3)).astype(np.float32)
-
-    def score_fn(x, indices):
-        return {"sum": tf.reduce_sum(x, axis=1), "index": indices}
-
-    out = distribute.sharded_scores(strategy, score_fn, pool, batch_size=5)
-    np.testing.assert_array_equal(out["index"], np.arange(23))
-    np.testing.assert_allclose(out["sum"], pool.sum(axis=1), rtol=1e-6)
-    # An unbatched dataset of (x, y) pairs: the nest reaches score_fn unchanged.
-    labels = np.arange(23) % 4
-    ds = tf.data.Dataset.from_tensor_slices((pool, labels))
-    got = distribute.sharded_scores(strategy, lambda xy, idx: (xy[0][:, 0], xy[1]), ds, 4)
-    np.testing.assert_array_equal(got[0], pool[:, 0])
-    np.testing.assert_array_equal(got[1], labels)
-    with pytest.raises(ValueError, match="batch_size"):
-        distribute.sharded_scores(strategy, score_fn, pool, batch_size=0)
-    with pytest.raises(ValueError, match="one common N"):
-        distribute.sharded_scores(strategy, score_fn, (pool, labels[:3]), batch_size=4)
-
-
 def test_distributed_class_statistics_default_strategy():
     rng = np.random.default_rng(1)
     x = (rng.normal(size=(41, 4)) + 1e3).astype(np.float64)
@@ -89,8 +71,8 @@ def test_distributed_class_statistics_default_strategy():
     def dataset_fn(context):
         return tf.data.Dataset.from_tensor_slices((x, y)).batch(6)
 
-    stats = distribute.distributed_class_statistics(
-        tf.distribute.get_strategy(), lambda f: f, dataset_fn, 3)
+    stats = distributed_class_statistics(tf.distribute.get_strategy(), lambda f: f,
+                                         dataset_fn, 3)
     gmm = ClassConditionalGaussians.from_statistics(stats)
     ref = ClassConditionalGaussians.fit(x, y, 3)
     np.testing.assert_array_equal(stats.counts.numpy(), np.bincount(y))
@@ -98,15 +80,16 @@ def test_distributed_class_statistics_default_strategy():
     np.testing.assert_allclose(gmm.covariances.numpy(), ref.covariances.numpy(), rtol=1e-10)
     assert gmm.jitter == ref.jitter
     with pytest.raises(ValueError, match="num_classes"):
-        distribute.distributed_class_statistics(tf.distribute.get_strategy(), lambda f: f,
-                                                dataset_fn, 0)
+        distributed_class_statistics(tf.distribute.get_strategy(), lambda f: f, dataset_fn, 0)
     with pytest.raises(ValueError, match="empty dataset"):
-        distribute.distributed_class_statistics(
-            tf.distribute.get_strategy(), lambda f: f, lambda c: dataset_fn(c).take(0), 3)
+        distributed_class_statistics(tf.distribute.get_strategy(), lambda f: f,
+                                     lambda c: dataset_fn(c).take(0), 3)
     assert isinstance(stats, ClassStatistics)
 
 
-def test_make_train_step_default_strategy_equals_plain_step():
+def test_trainer_step_under_a_strategy_equals_plain_step():
+    """The trainer's strategy path (``strategy.run`` + the optimiser's all-reduce) with one
+    replica takes the step of a plain Keras step on the same batch."""
     import keras
 
     rng = np.random.default_rng(2)
@@ -114,49 +97,38 @@ def test_make_train_step_default_strategy_equals_plain_step():
     y = np.arange(7) % 3
 
     def build():
-        keras.utils.set_random_seed(0)
         return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
 
-    model, reference = build(), build()
-    step = distribute.make_train_step(tf.distribute.get_strategy(), model,
-                                      keras.optimizers.SGD(0.1))
-    loss = step(x, y)
-    ref_opt = keras.optimizers.SGD(0.1)
+    trainer = CompiledTrainer(build, epochs=1, batch_size=7, strategy=tf.distribute.get_strategy(),
+                              optimizer=lambda: keras.optimizers.SGD(0.1))
+    loss = trainer.fit(x, y, seed=0)
+    keras.utils.set_random_seed(0)
+    reference = build()
     with tf.GradientTape() as tape:
         ref_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
             y, reference(x, training=True))
     grads = tape.gradient(ref_loss, reference.trainable_variables)
-    ref_opt.apply_gradients(zip(grads, reference.trainable_variables))
-    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
-    for got, want in zip(model.get_weights(), reference.get_weights()):
+    keras.optimizers.SGD(0.1).apply_gradients(zip(grads, reference.trainable_variables))
+    np.testing.assert_allclose(loss, float(ref_loss), rtol=1e-6)
+    for got, want in zip(trainer.model.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
-    with pytest.raises(ValueError, match="common n"):
-        distribute.split_batch(tf.distribute.get_strategy(), x, y[:3])
+    with pytest.raises(ValueError, match="labels"):
+        trainer.fit(x, y[:3], seed=0)
 
 
 # ----------------------------------------------------------------------------- subprocesses
-def _env(**extra):
-    env = dict(os.environ)
-    env.pop("TF_CONFIG", None)
-    root = os.path.dirname(os.path.dirname(WORKER))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env.update(extra)
-    return env
-
-
 def _check(path, fit=True):
     """Distributed results of one worker file equal its single-device results."""
     data = np.load(path)
     assert int(data["num_replicas"]) == 2
     weights = [k for k in data.files if re.fullmatch(r"ref/weight\d+", k)]
     assert len(weights) == (12 if fit else 0)  # 2 SN layers x (u, v, sigma, W, b) + dense
-    for key in weights:  # one training step: the SN state and the parameters
+    for key in weights:  # one model.fit step: the SN state and the parameters
         np.testing.assert_allclose(data["dist/" + key[4:]], data[key], rtol=1e-5, atol=1e-7,
                                    err_msg=key)
-    customs = [k for k in data.files if re.fullmatch(r"ref/custom\d+", k)]
-    assert len(customs) == 12
-    for key in customs + ["ref/custom_loss"]:  # one make_train_step step (custom loop)
+    trained = [k for k in data.files if re.fullmatch(r"ref/trainer\d+", k)]
+    assert len(trained) == 12
+    for key in trained + ["ref/trainer_loss"]:  # 2 epochs of the compiled trainer
         # float32 gradients summed over 2 replicas vs one batch: rounding of order 1e-6
         np.testing.assert_allclose(data["dist/" + key[4:]], data[key], rtol=1e-4, atol=1e-6,
                                    err_msg=key)
@@ -165,15 +137,18 @@ def _check(path, fit=True):
     np.testing.assert_allclose(data["dist/gmm_means"], data["ref/gmm_means"], rtol=1e-13)
     np.testing.assert_allclose(data["dist/gmm_covariances"], data["ref/gmm_covariances"],
                                rtol=1e-9, atol=1e-12)
-    for key in ("class_log_densities", "log_density", "weighted_log_density"):
-        np.testing.assert_allclose(data["dist/" + key], data["ref/" + key], rtol=1e-9,
-                                   err_msg=key)
+    for key in ("pool_features", "pool_logits", "ds_logits"):  # same chunks: same kernels
+        np.testing.assert_allclose(data["dist/" + key], data["ref/" + key], rtol=1e-6,
+                                   atol=1e-7, err_msg=key)
+    np.testing.assert_array_equal(data["dist/ds_labels"], data["ref/ds_labels"])
+    np.testing.assert_allclose(data["dist/net_gmm_log_density"], data["ref/net_gmm_log_density"],
+                               rtol=1e-6)
     np.testing.assert_allclose(data["dist/bald"], data["ref/bald"], rtol=1e-5, atol=1e-6)
 
 
 def test_mirrored_two_logical_cpus(tmp_path):
     out = tmp_path / "mirrored.npz"
-    result = subprocess.run([sys.executable, WORKER, "mirrored", str(out)], env=_env(),
+    result = subprocess.run([sys.executable, WORKER, "mirrored", str(out)], env=subprocess_env(),
                             capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stderr[-4000:]
     _check(out)
@@ -197,7 +172,7 @@ def test_multiworker_two_localhost_workers(tmp_path):
         log = open(tmp_path / f"worker{index}.log", "w")
         processes.append((subprocess.Popen(
             [sys.executable, WORKER, "multiworker", str(tmp_path / f"worker{index}.npz")],
-            env=_env(TF_CONFIG=json.dumps(config)), stdout=log, stderr=subprocess.STDOUT), log))
+            env=subprocess_env(TF_CONFIG=json.dumps(config)), stdout=log, stderr=subprocess.STDOUT), log))
     try:
         codes = [p.wait(timeout=TIMEOUT) for p, _ in processes]
     finally:
@@ -213,22 +188,15 @@ def test_multiworker_two_localhost_workers(tmp_path):
 
 
 # ----------------------------------------------------------------------------- evaluate.py
-from test_evaluate import _save_models, cli  # noqa: E402,F401  (synthetic data fixture)
-
-
-def test_evaluate_cli_strategy_matches_default(cli, tmp_path):  # noqa: F811
-    """``--strategy mirrored`` (sharded extraction, distributed GMM) = the single-device run.
-
-    In process there is one CPU replica; the code path is the distributed one.
-    """
-    model_type = "gmm"
-    _save_models(tmp_path, seeds=[1, 2])
-    common = ["--seed", "1", "--dataset", "synth_id", "--ood_dataset", "synth_ood",
-              "--model", "mlp", "--model-type", model_type, "--runs", "1", "--ensemble", "2",
-              "--load-path", str(tmp_path), "-b", "32"]
-    single = cli.main(common + ["--output-dir", str(tmp_path / "single")])
-    mirrored = cli.main(common + ["--output-dir", str(tmp_path / "mirrored"),
-                                  "--strategy", "mirrored"])
-    assert mirrored["info"]["strategy"] == "mirrored"
+def test_evaluate_cli_with_two_replicas_matches_default(tmp_path, two_replicas):
+    """``--strategy mirrored`` on 2 logical CPUs (sharded passes, distributed GMM statistics)
+    gives the single-device metrics."""
+    single = evaluate_cli_under(str(tmp_path / "single"), "default")
+    mirrored = two_replicas("test_evaluate:evaluate_cli_under", str(tmp_path / "mirrored"),
+                            "mirrored")
+    assert mirrored["replicas"] == 2 and mirrored["info"]["strategy"] == "mirrored"
     for key, value in single["mean"].items():
         assert mirrored["mean"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
+from test_evaluate import evaluate_cli_under  # noqa: E402

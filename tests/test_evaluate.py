@@ -1,8 +1,8 @@
-"""ddu_tf.evaluation on synthetic arrays, and experiments/evaluate.py end to end on tiny models."""
-import importlib.util
+"""ddu_tf.evaluation on synthetic arrays, and experiments/evaluate.py,
+experiments/plot_uncertainty.py and experiments/train.py -> evaluate.py end to end on tiny
+models."""
 import json
 import pathlib
-import sys
 
 import keras
 import numpy as np
@@ -11,10 +11,10 @@ import tensorflow as tf
 from scipy import special
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ddu_tf import calibration, evaluation
+from ddu_tf import calibration, evaluation, plotting
 from ddu_tf.density import ClassConditionalGaussians
-
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from ddu_tf.inference import Predictor, fit_gmm
+from experiment_scripts import load_experiment_script
 
 
 def _entropy(logits):
@@ -121,31 +121,21 @@ def test_extraction_and_streamed_gmm_fit():
     y = np.arange(70) % 3
     model = _tiny_model(0)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    features, logits, labels = evaluation.extract_features_and_logits(model, ds)
+    features, logits, labels = Predictor(model).dataset_features_and_logits(ds)
     assert features.dtype == np.float64 and features.shape == (70, 5)
     np.testing.assert_allclose(logits, model(x).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(labels, y)
-    streamed = evaluation.fit_gmm(model, ds, num_classes=3)
+    streamed = fit_gmm(model, ds, num_classes=3)
     in_memory = ClassConditionalGaussians.fit(features, labels, num_classes=3)
     np.testing.assert_allclose(streamed.class_log_densities(features).numpy(),
                                in_memory.class_log_densities(features).numpy(), rtol=1e-9)
 
 
 # ------------------------------------------------------------------ the CLI, end to end
-def _load_evaluate_module():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    spec = importlib.util.spec_from_file_location("ddu_evaluate_cli", ROOT / "experiments" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch):
-    """evaluate.py with two synthetic data sets registered as ddu_tf.data sources."""
+def _register_synthetic(module):
+    """Two synthetic data sets as ddu_tf.data sources and DATASETS entries; returns an undo."""
     from ddu_tf import data as ddu_data
 
-    module = _load_evaluate_module()
     rng = np.random.default_rng(5)
     centres = 3.0 * rng.normal(size=(3, 6))
     arrays = {}
@@ -158,15 +148,29 @@ def cli(tmp_path, monkeypatch):
     for name in ("synth_id", "synth_ood"):
         ddu_data.register_source(name, lambda split, data_dir=None, name=name: arrays[(name, split)],
                                  overwrite=True)
-        monkeypatch.setitem(module.DATASETS, name, module.DATASETS["mnist1d"].__class__(name, 3, (6,)))
+        module.DATASETS[name] = module.DATASETS["mnist1d"].__class__(name, 3, (6,))
+
+    def undo():
+        for name in ("synth_id", "synth_ood"):
+            ddu_data.unregister_source(name)
+            module.DATASETS.pop(name)
+    return undo
+
+
+@pytest.fixture
+def cli():
+    """evaluate.py with two synthetic data sets registered as ddu_tf.data sources."""
+    module = load_experiment_script("evaluate")
+    undo = _register_synthetic(module)
     yield module
-    for name in ("synth_id", "synth_ood"):
-        ddu_data.unregister_source(name)
+    undo()
 
 
 def _save_models(path, seeds, epoch=350):
     from ddu_tf.training import checkpoint_name
 
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         _tiny_model(seed).save(path / checkpoint_name("mlp", False, False, 3.0, seed, epoch))
 
@@ -197,17 +201,40 @@ def test_cli_missing_model_is_a_clear_error(cli, tmp_path):
                   "--output-dir", str(tmp_path)])
 
 
+def evaluate_cli_under(out_dir, strategy, model_type="gmm"):
+    """evaluate.py --strategy ``strategy`` on the synthetic sets (run in this process or, for
+    2 replicas, by the ``two_replicas`` fixture): the result JSON and the replica count."""
+    from ddu_tf import distribute
+
+    module = load_experiment_script("evaluate")
+    undo = _register_synthetic(module)
+    try:
+        _save_models(pathlib.Path(out_dir) / "models", seeds=[1, 2])
+        result = module.main([
+            "--seed", "1", "--dataset", "synth_id", "--ood_dataset", "synth_ood",
+            "--model", "mlp", "--model-type", model_type, "--runs", "1", "--ensemble", "2",
+            "--load-path", str(pathlib.Path(out_dir) / "models"), "-b", "32",
+            "--output-dir", str(out_dir), "--strategy", strategy])
+    finally:
+        undo()
+    result["replicas"] = distribute.get_strategy(strategy).num_replicas_in_sync
+    return result
+
+
+@pytest.mark.parametrize("model_type", ["gmm", "ensemble"])
+def test_cli_sharded_code_path_matches_default(tmp_path, model_type):
+    """``--strategy mirrored`` in this process (one CPU replica: the sharded passes and the
+    distributed GMM statistics, not yet several replicas -- see
+    test_distribute.py::test_evaluate_cli_with_two_replicas_matches_default) = the default."""
+    single = evaluate_cli_under(str(tmp_path / "single"), "default", model_type)
+    sharded = evaluate_cli_under(str(tmp_path / "sharded"), "mirrored", model_type)
+    assert sharded["info"]["strategy"] == "mirrored"
+    for key, value in single["mean"].items():
+        assert sharded["mean"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
 # ------------------------------------------------------------------ Fig. 1/2 plotting
-def _load_plot_module():
-    spec = importlib.util.spec_from_file_location(
-        "ddu_plot_uncertainty", ROOT / "experiments" / "plot_uncertainty.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_plot_scores_and_png(tmp_path):
-    plot = _load_plot_module()
     rng = np.random.default_rng(6)
     x = rng.normal(size=(60, 6)).astype(np.float32)
     y = np.arange(60) % 3
@@ -216,16 +243,17 @@ def test_plot_scores_and_png(tmp_path):
             for name, k, s in (("MNIST", 30, 1.0), ("Ambiguous-MNIST", 20, 1.0),
                                ("Fashion-MNIST", 25, 5.0))}
     model = _tiny_model(3)
-    scores = plot.model_scores(model, train, sets)
+    scores, gmm = evaluation.uncertainty_scores(model, train, sets)
     assert set(scores) == set(sets)
     assert scores["Ambiguous-MNIST"]["entropy"].shape == (20,)
     # Entropy of the first 20 MNIST rows equals that of the identical ambiguous rows.
     np.testing.assert_allclose(scores["MNIST"]["entropy"][:20], scores["Ambiguous-MNIST"]["entropy"])
-    gmm = evaluation.fit_gmm(model, train, 3)
-    feats = evaluation.extract_features_and_logits(model, sets["Fashion-MNIST"])[0]
+    assert gmm.jitter == fit_gmm(model, train, 3).jitter
+    feats = Predictor(model).dataset_features_and_logits(sets["Fashion-MNIST"])[0]
     np.testing.assert_allclose(scores["Fashion-MNIST"]["log_density"],
                                gmm.log_density(feats).numpy(), rtol=1e-12)
-    path = plot.plot_histograms({"tiny": scores, "tiny again": scores}, str(tmp_path / "fig" / "f.png"))
+    path = plotting.uncertainty_histograms({"tiny": scores, "tiny again": scores},
+                                           str(tmp_path / "fig" / "f.png"))
     header = pathlib.Path(path).read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
@@ -233,10 +261,25 @@ def test_plot_scores_and_png(tmp_path):
 
 
 def test_plot_rejects_non_finite_scores(tmp_path):
-    plot = _load_plot_module()
     bad = {"m": {"MNIST": {"entropy": np.array([0.1, np.nan]), "log_density": np.zeros(2)}}}
     with pytest.raises(ValueError, match="finite entropy"):
-        plot.plot_histograms(bad, str(tmp_path / "bad.png"))
+        plotting.uncertainty_histograms(bad, str(tmp_path / "bad.png"))
+
+
+def test_pair_aurocs_match_sklearn():
+    rng = np.random.default_rng(8)
+    scores = {name: {"entropy": rng.normal(shift, 1.0, size=n),
+                     "log_density": rng.normal(-shift, 1.0, size=n)}
+              for name, shift, n in (("a", 0.0, 40), ("b", 1.0, 30), ("c", 2.0, 20))}
+    out = evaluation.pair_aurocs(scores, [("a", "b"), ("b", "c")])
+    for negative, positive in (("a", "b"), ("b", "c")):
+        labels = np.r_[np.zeros(len(scores[negative]["entropy"])),
+                       np.ones(len(scores[positive]["entropy"]))]
+        row = out[f"{negative} vs {positive}"]
+        assert row["entropy"] == pytest.approx(roc_auc_score(
+            labels, np.r_[scores[negative]["entropy"], scores[positive]["entropy"]]))
+        assert row["log_density"] == pytest.approx(roc_auc_score(
+            labels, -np.r_[scores[negative]["log_density"], scores[positive]["log_density"]]))
 
 
 def test_cli_on_a_model_trained_by_train_py(tmp_path):
@@ -245,10 +288,8 @@ def test_cli_on_a_model_trained_by_train_py(tmp_path):
     iD and OoD are the same test set here (the only 1-D data set), so every score ties
     pairwise and both AUROCs are exactly 1/2: a plumbing check, not a quality one.
     """
-    evaluate = _load_evaluate_module()
-    sys.modules.pop("train", None)
-    import train
-
+    evaluate = load_experiment_script("evaluate")
+    train = load_experiment_script("train")
     train.main(["--seed", "1", "--dataset", "mnist1d", "--model", "resnet1d", "-e", "1",
                 "--max-train-samples", "300", "--max-val-samples", "100", "-b", "100",
                 "--verbose", "0", "--save-path", str(tmp_path)])

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from ddu_tf.active_learning.acquisition import bald
-from ddu_tf.active_learning.mc_dropout import (MCDropoutPredictor, apply_noise, bernoulli_mask,
-                                               model_flops, split_at_first_stochastic)
+from ddu_tf.inference.mc_dropout import (MCDropoutPredictor, apply_noise, bernoulli_mask,
+                                         model_flops, split_at_first_stochastic)
 from ddu_tf.models.bayesian_cnn import bayesian_cnn
 
 

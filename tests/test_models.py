@@ -343,19 +343,21 @@ def test_saved_mod_sn_model_loads_in_a_fresh_process_after_import_ddu_tf(tmp_pat
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("n,batch_size", [(1, 4), (10, 4), (12, 4)])
-def test_chunked_inference_equals_one_direct_pass(n, batch_size):
-    """The compiled, chunked inference pass (pool scoring) equals calling the model directly,
-    for sizes that are and are not multiples of the chunk."""
-    from ddu_tf.models import features_and_logits, get_model
-    from ddu_tf.models.inference import predict_features_and_logits
-
-    model = get_model("resnet1d", spectral_normalization=True, mod=True)
-    x = np.random.default_rng(n).normal(size=(n, 40)).astype("float32")
-    features, logits = predict_features_and_logits(model, x, batch_size=batch_size)
-    direct_features, direct_logits = features_and_logits(model)(x, training=False)
-    np.testing.assert_allclose(features, direct_features, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(logits, direct_logits, rtol=1e-5, atol=1e-6)
-    only_logits = predict_features_and_logits(model, x, batch_size=batch_size,
-                                              with_features=False)
-    np.testing.assert_allclose(only_logits, direct_logits, rtol=1e-5, atol=1e-6)
+@pytest.mark.parametrize("sn,mod", [(False, False), (True, True)])
+def test_small_resnet_in_the_registry(sn, mod):
+    """The CPU-scale ResNet of the DDU active-learning runs: 3 one-block stages (16/32/64
+    channels), 64-d features, SN on every conv and avg-pool shortcuts with the switches."""
+    model = get_model("small_resnet", spectral_normalization=sn, mod=mod)
+    assert model.output_shape == (None, 10)
+    assert model.get_layer("features").output.shape == (None, 64)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    convs = [layer for layer in model.layers
+             if isinstance(layer, (keras.layers.Conv2D, SpectralNormalization))]
+    # stem + 2 per block; the non-mod stride-2 shortcuts add 1x1 convs (2 of them)
+    assert len(convs) == (7 if mod else 9)
+    assert all(isinstance(c, SpectralNormalization) for c in convs) == sn
+    assert ("AvgPoolShortcut" in kinds) == mod
+    wide = get_model("small_resnet", width=4)
+    assert wide.get_layer("features").output.shape == (None, 16)
+    with pytest.raises(ValueError, match="width"):
+        get_model("small_resnet", width=0)

@@ -1,11 +1,9 @@
 """Tests for ddu_tf.training and experiments/train.py: PyTorch-faithful optimizers and lr
 schedule, checkpoint names, callbacks, augmentation, flag validation, tiny training runs on
 MNIST-1D and a mock CIFAR-10, and resuming an interrupted run."""
-import importlib.util
 import json
 import math
 import os
-import pathlib
 
 import numpy as np
 import pytest
@@ -15,17 +13,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ddu_tf import data as ddu_data
-from ddu_tf import training
-
-_TRAIN_PY = pathlib.Path(__file__).resolve().parent.parent / "experiments" / "train.py"
+from ddu_tf import experiment_data, training
 
 
-@pytest.fixture(scope="module")
-def train_script():
-    spec = importlib.util.spec_from_file_location("ddu_train_script", _TRAIN_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def train_script(experiment_script):
+    return experiment_script("train")
 
 
 # ----- optimizers against hand-written PyTorch update rules -----
@@ -129,7 +122,7 @@ def test_random_crop_flip_is_a_padded_window():
     windows = [w for i in range(9) for j in range(9)
                for w in (padded[i:i + 6, j:j + 6], padded[i:i + 6, j:j + 6][:, ::-1])]
     tf.random.set_seed(0)
-    outputs = [training.random_crop_flip(image).numpy() for _ in range(20)]
+    outputs = [experiment_data.random_crop_flip(image).numpy() for _ in range(20)]
     for out in outputs:
         assert out.shape == (6, 6, 2)
         assert any(np.array_equal(out, w) for w in windows)
@@ -138,8 +131,8 @@ def test_random_crop_flip_is_a_padded_window():
 
 def test_normalize_images():
     pixels = np.full((1, 2, 2, 3), 255, np.uint8)
-    out = training.normalize_images(pixels).numpy()
-    expected = (1.0 - np.array(training.DDU_IMAGE_MEAN)) / np.array(training.DDU_IMAGE_STD)
+    out = experiment_data.normalize_images(pixels).numpy()
+    expected = (1.0 - np.array(experiment_data.DDU_IMAGE_MEAN)) / np.array(experiment_data.DDU_IMAGE_STD)
     np.testing.assert_allclose(out[0, 0, 0], expected, rtol=1e-6)
 
 
@@ -182,8 +175,8 @@ def test_seeded_validation_split_matches_original(train_script):
     y = np.arange(n) % 10
     ddu_data.register_source("ddu_test_split", lambda split, data_dir=None: (x, y))
     try:
-        spec = train_script.DatasetSpec("ddu_test_split", 10, (2,))
-        (xt, yt), (xv, yv) = train_script.train_validation_arrays(spec, seed=7, val_size=0.1)
+        spec = experiment_data.DatasetSpec("ddu_test_split", 10, (2,))
+        (xt, yt), (xv, yv) = experiment_data.train_validation_arrays(spec, seed=7, val_size=0.1)
     finally:
         ddu_data.unregister_source("ddu_test_split")
     np.random.seed(7)  # the original: np.random.seed(val_seed); np.random.shuffle(list)

@@ -62,3 +62,46 @@ def test_shape_errors_name_the_argument():
         U.softmax_entropy(np.zeros(3))
     with pytest.raises(ValueError, match="member_logits"):
         U.ensemble_mutual_information(np.zeros((2, 3)))
+
+
+def _oracle(probs):
+    """Probability-space PE, expected entropy and MI of ``[S, batch, classes]``."""
+    def ent(p):
+        return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
+    pe = ent(probs.mean(0))
+    expected = ent(probs).mean(0)
+    return pe, expected, pe - expected
+
+
+def test_sample_functions_match_probability_space_oracle():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(scale=2.0, size=(7, 5, 4))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    log_probs = np.log(probs)
+    pe, expected, mi = _oracle(probs)
+    np.testing.assert_allclose(np.exp(U.log_mean_prob(log_probs).numpy()), probs.mean(0),
+                               rtol=1e-12)
+    np.testing.assert_allclose(U.predictive_entropy(log_probs).numpy(), pe, rtol=1e-12)
+    np.testing.assert_allclose(U.expected_entropy(log_probs).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(U.mutual_information(log_probs).numpy(), mi, rtol=1e-9,
+                               atol=1e-14)
+    np.testing.assert_allclose(U.entropy_from_log_probs(log_probs, axis=-1).numpy(),
+                               -(probs * log_probs).sum(-1), rtol=1e-12)
+    with pytest.raises(ValueError, match="log_probs"):
+        U.predictive_entropy(log_probs[0])
+
+
+def test_ensemble_functions_take_logits_or_log_probs():
+    # The Ambiguous-MNIST generator scores its LeNet ensemble from log-probabilities: the
+    # ensemble functions must give the same values for logits and for their log-softmax.
+    rng = np.random.default_rng(2)
+    logits = rng.normal(scale=3.0, size=(5, 9, 10))
+    log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+    for fn in (U.ensemble_predictive_entropy, U.ensemble_expected_entropy,
+               U.ensemble_mutual_information, U.ensemble_log_mean_probs):
+        np.testing.assert_allclose(fn(log_probs).numpy(), fn(logits).numpy(), rtol=1e-12,
+                                   atol=1e-14, err_msg=fn.__name__)
+    pe, _, mi = _oracle(np.exp(log_probs))
+    np.testing.assert_allclose(U.ensemble_predictive_entropy(log_probs).numpy(), pe, rtol=1e-12)
+    np.testing.assert_allclose(U.ensemble_mutual_information(log_probs).numpy(), mi, rtol=1e-9,
+                               atol=1e-14)

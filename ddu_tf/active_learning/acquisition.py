@@ -3,10 +3,9 @@
 Every scoring function takes ``log_probs`` of shape ``[T, batch, classes]``: the
 log-softmax of ``T`` stochastic forward passes (T dropout masks) for each pool point,
 and returns scores of shape ``[batch]`` (nats where the score is an entropy). Higher
-score = acquire first. All work stays in log space:
-
-* ``log p_bar = logsumexp_t(log p_t) - log T``  (log of the MC-averaged predictive),
-* entropies use ``multiply_no_nan`` so ``0 * log 0 = 0``; no epsilons, no NaN.
+score = acquire first. All work stays in log space (the maths lives in
+:mod:`ddu_tf.uncertainty`: ``log p_bar = logsumexp_t(log p_t) - log T``, entropies with
+``0 * log 0 = 0``; no epsilons, no NaN).
 
 Equations (p_bar = mean_t p_t, C classes):
 
@@ -19,61 +18,24 @@ Equations (p_bar = mean_t p_t, C classes):
 import numpy as np
 import tensorflow as tf
 
-
-def _check_log_probs(log_probs):
-    log_probs = tf.convert_to_tensor(log_probs)
-    if not log_probs.dtype.is_floating:
-        raise ValueError(
-            f"Expected floating log_probs. Received: log_probs.dtype={log_probs.dtype}")
-    if log_probs.shape.rank is not None and log_probs.shape.rank != 3:
-        raise ValueError(
-            "Expected log_probs of shape [T, batch, classes] (rank 3). Received: "
-            f"log_probs.shape={log_probs.shape}. Stack the T passes on axis 0.")
-    return log_probs
-
-
-def log_mean_prob(log_probs):
-    """Log of the MC-averaged predictive, ``log mean_t p_t``.
-
-    Args:
-        log_probs: ``[T, batch, classes]`` log-softmax outputs.
-
-    Returns:
-        ``[batch, classes]``: ``logsumexp_t(log p_t) - log T``.
-    """
-    log_probs = _check_log_probs(log_probs)
-    num_samples = tf.cast(tf.shape(log_probs)[0], log_probs.dtype)
-    return tf.reduce_logsumexp(log_probs, axis=0) - tf.math.log(num_samples)
-
-
-def entropy_from_log_probs(log_p, axis=-1):
-    """Entropy ``-sum p log p`` in nats from log-probabilities, with ``0 log 0 = 0``.
-
-    Args:
-        log_p: log-probabilities of any shape; ``axis`` indexes the classes.
-        axis: class axis.
-
-    Returns:
-        The entropy, ``log_p`` with ``axis`` reduced.
-    """
-    log_p = tf.convert_to_tensor(log_p)
-    return -tf.reduce_sum(tf.math.multiply_no_nan(log_p, tf.exp(log_p)), axis=axis)
+from ddu_tf.uncertainty import (check_log_probs, entropy_from_log_probs,  # noqa: F401
+                                log_mean_prob, mutual_information, predictive_entropy)
 
 
 def max_entropy(log_probs):
-    """Predictive entropy ``H[p_bar]`` in nats, ``[T, batch, classes] -> [batch]``."""
-    return entropy_from_log_probs(log_mean_prob(log_probs))
+    """Predictive entropy ``H[p_bar]`` in nats, ``[T, batch, classes] -> [batch]`` (eq. 2);
+    :func:`ddu_tf.uncertainty.predictive_entropy`."""
+    return predictive_entropy(log_probs)
 
 
 def bald(log_probs):
     """BALD mutual information ``H[p_bar] - mean_t H[p_t]`` in nats, ``[T, B, C] -> [B]``.
 
-    Non-negative by Jensen's inequality; float rounding below zero (order 1e-7) is
-    clipped to 0 so scores are valid mutual informations.
+    :func:`ddu_tf.uncertainty.mutual_information`, which is non-negative by Jensen's
+    inequality; float rounding below zero (order 1e-7) is clipped to 0 so scores are valid
+    mutual informations.
     """
-    log_probs = _check_log_probs(log_probs)
-    expected_entropy = tf.reduce_mean(entropy_from_log_probs(log_probs), axis=0)
-    return tf.maximum(max_entropy(log_probs) - expected_entropy, 0.0)
+    return tf.maximum(mutual_information(log_probs), 0.0)
 
 
 def variation_ratios(log_probs):
@@ -87,7 +49,7 @@ def mean_std(log_probs):
     Computed as ``sqrt(mean_t (p_tc - p_bar_c)^2)``, equal to
     ``sqrt(E[p^2] - E[p]^2)`` but never negative under rounding.
     """
-    log_probs = _check_log_probs(log_probs)
+    log_probs = check_log_probs(log_probs)
     probs = tf.exp(log_probs)
     centred = probs - tf.reduce_mean(probs, axis=0, keepdims=True)
     return tf.reduce_mean(tf.sqrt(tf.reduce_mean(tf.square(centred), axis=0)), axis=-1)
@@ -95,7 +57,7 @@ def mean_std(log_probs):
 
 def random_scores(log_probs, seed=(0, 0)):
     """Uniform ``[0, 1)`` scores, ``[T, B, C] -> [B]``, from a stateless seed ``[2]`` ints."""
-    log_probs = _check_log_probs(log_probs)
+    log_probs = check_log_probs(log_probs)
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
     return tf.random.stateless_uniform(tf.shape(log_probs)[1:2], seed=seed,
                                        dtype=log_probs.dtype)

@@ -16,10 +16,10 @@ acquire first**, so every strategy goes through the one top-k selection.
   among the zeros is arbitrary; in log space the ranking stays exact. A class that is absent
   from the labelled set has ``pi_c = 0`` (``log pi_c = -inf``) and drops out of the sum.
 
-Pool forward passes go through one compiled function per model
-(:func:`ddu_tf.models.inference.predict_features_and_logits`),
-a ``tf.function`` with a fixed ``[None, *input_shape]`` signature over fixed-size chunks, so
+Network passes go through :class:`ddu_tf.inference.Predictor` (one compiled, chunked pass
+per model; sharded across replicas when the predictor has a strategy), so
 ``softmax``/``ensemble`` need only logits and ``gmm`` gets features and logits in one pass.
+The entropies are :mod:`ddu_tf.uncertainty`'s.
 
 Example::
 
@@ -31,36 +31,17 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from ddu_tf import uncertainty
 from ddu_tf.density import ClassConditionalGaussians
-from ddu_tf.models.inference import predict_features_and_logits
+from ddu_tf.inference import as_predictor, fit_gmm
 
 AL_TYPES = ("softmax", "ensemble", "gmm")
 
 
 # ----------------------------------------------------------------------------- scores
-def softmax_entropy_scores(logits) -> np.ndarray:
-    """Softmax entropy ``[N, C] -> [N]`` float64 (nats); higher = acquire first."""
-    return np.asarray(uncertainty.softmax_entropy(logits), dtype=np.float64)
-
-
-def ensemble_scores(member_logits, mutual_information: bool = False) -> np.ndarray:
-    """Ensemble predictive entropy or mutual information, ``[M, N, C] -> [N]`` float64 (nats).
-
-    Args:
-      member_logits: ``[members, N, classes]`` logits of the ensemble members.
-      mutual_information: score by ``MI = PE - mean_m H[p_m]`` (the original's ``-mi``) instead
-        of ``PE = H[mean_m p_m]``.
-    """
-    if mutual_information:
-        return np.asarray(uncertainty.ensemble_mutual_information(member_logits), np.float64)
-    return np.asarray(uncertainty.ensemble_predictive_entropy(member_logits), np.float64)
-
-
 def class_log_priors(labels, num_classes: int) -> np.ndarray:
     """``log pi_c = log(n_c / n)`` from labelled labels, ``[n] -> [num_classes]`` float64.
 
@@ -106,72 +87,48 @@ def gmm_density_scores(class_log_densities, labelled_labels, num_classes: int) -
     return -class_prior_weighted_log_density(class_log_densities, log_priors)
 
 
-def _local_forward(batch_size):
-    def forward(model, images, with_features):
-        return predict_features_and_logits(model, images, batch_size=batch_size,
-                                           with_features=with_features)
-    return forward
-
-
-def fit_gmm(model: keras.Model, labelled_images, labelled_labels, num_classes: int,
-            batch_size: int = 512, forward=None) -> ClassConditionalGaussians:
-    """Fit DDU's class-conditional Gaussians on the features of the labelled set.
-
-    Args:
-      model: trained network with a ``"features"`` layer.
-      labelled_images: ``[n, *input_shape]``; labelled_labels: int ``[n]``, every class
-        needs >= 2 samples (the GMM's requirement).
-      forward: optional ``forward(model, images, with_features)`` returning
-        ``(features, logits)`` or ``logits`` (e.g. sharded across replicas); default: the
-        compiled single-device pass with chunks of ``batch_size``.
-    """
-    forward = forward or _local_forward(batch_size)
-    feats, _ = forward(model, labelled_images, True)
-    return ClassConditionalGaussians.fit(np.asarray(feats, np.float64),
-                                         np.asarray(labelled_labels), num_classes=num_classes)
-
-
-def acquisition_scores(al_type: str, models: Sequence[keras.Model], pool_images, *,
+def acquisition_scores(al_type: str, models: Sequence, pool_images, *,
                        labelled_images=None, labelled_labels=None, num_classes: int = 10,
                        mutual_information: bool = False, gmm: ClassConditionalGaussians = None,
-                       batch_size: int = 512, forward=None) -> np.ndarray:
+                       batch_size: int = 512) -> np.ndarray:
     """Score a pool with one of DDU's strategies; higher = acquire first.
 
     Args:
       al_type: ``"softmax"`` (uses ``models[0]``), ``"ensemble"`` (all of ``models``) or
         ``"gmm"`` (uses ``models[0]``).
-      models: trained networks from :func:`ddu_tf.models.get_model`.
+      models: trained networks from :func:`ddu_tf.models.get_model`, or
+        :class:`ddu_tf.inference.Predictor` s of them (e.g. sharded across replicas).
       pool_images: ``[N, *input_shape]`` float32 candidates.
       labelled_images: ``[n, *input_shape]``, needed by ``gmm`` unless ``gmm`` is given.
       labelled_labels: int ``[n]``, needed by ``gmm`` (for the GMM fit and the priors).
       num_classes: number of classes ``C``.
-      mutual_information: for ``ensemble``, score by MI instead of PE.
+      mutual_information: for ``ensemble``, score by ``MI = PE - mean_m H[p_m]`` (the
+        original's ``-mi``) instead of ``PE = H[mean_m p_m]``.
       gmm: a GMM already fitted on ``models[0]``'s labelled features (skips the fit).
-      batch_size: forward-pass chunk size.
-      forward: optional ``forward(model, images, with_features)`` used for every network
-        pass (e.g. ``ddu_tf.distribute.sharded_scores`` across replicas); default: the
-        compiled single-device pass.
+      batch_size: chunk size of the network passes of plain models.
 
     Returns:
       float64 ``[N]`` scores for :func:`~ddu_tf.active_learning.acquisition.select_top_k`.
     """
     if al_type not in AL_TYPES:
         raise ValueError(f"Expected al_type in {AL_TYPES}. Received: al_type={al_type!r}")
-    models = list(models)
-    if not models:
+    predictors = [as_predictor(m, chunk_size=batch_size) for m in models]
+    if not predictors:
         raise ValueError("Expected at least one model. Received: models=[]")
-    forward = forward or _local_forward(batch_size)
     if al_type == "softmax":
-        return softmax_entropy_scores(forward(models[0], pool_images, False))
+        return np.asarray(uncertainty.softmax_entropy(predictors[0].logits(pool_images)),
+                          np.float64)
     if al_type == "ensemble":
-        member_logits = np.stack([forward(m, pool_images, False) for m in models])
-        return ensemble_scores(member_logits, mutual_information=mutual_information)
+        member_logits = np.stack([p.logits(pool_images) for p in predictors])
+        score = (uncertainty.ensemble_mutual_information if mutual_information
+                 else uncertainty.ensemble_predictive_entropy)
+        return np.asarray(score(member_logits), np.float64)
     if labelled_labels is None:
         raise ValueError("al_type='gmm' needs labelled_labels (for the class priors). Received: None")
     if gmm is None:
         if labelled_images is None:
             raise ValueError("al_type='gmm' needs labelled_images or a fitted gmm. Received: neither")
-        gmm = fit_gmm(models[0], labelled_images, labelled_labels, num_classes, forward=forward)
-    feats, _ = forward(models[0], pool_images, True)
+        gmm = fit_gmm(predictors[0], (labelled_images, labelled_labels), num_classes)
+    feats, _ = predictors[0].features_and_logits(pool_images)
     return gmm_density_scores(gmm.class_log_densities(np.asarray(feats, np.float64)).numpy(),
                               labelled_labels, num_classes)

@@ -51,11 +51,15 @@ class ActiveLearningLoop:
             rounds extends a finished run.
         on_round_end: optional ``callback(record, model)`` after each saved round (e.g.
             TensorBoard scalars).
+        legacy_config_keys: keys that results files of earlier versions stored in their
+            config but that do not identify a run (e.g. settings of a side measurement);
+            they are dropped from a saved config before the comparison, and the file holds
+            ``config`` from its next save on.
     """
 
     def __init__(self, state, *, train_fn, evaluate_fn, score_fn, acquisition_size,
                  num_rounds, result_path=None, pool_subset_size=None, config=None,
-                 on_round_end=None):
+                 on_round_end=None, legacy_config_keys=()):
         if int(acquisition_size) < 1:
             raise ValueError(f"Expected acquisition_size >= 1. Received: {acquisition_size}")
         if int(num_rounds) < 0:
@@ -73,10 +77,12 @@ class ActiveLearningLoop:
         self.history = []
         if result_path is not None and os.path.exists(result_path):
             saved = load_results(result_path)
-            if saved["config"] != self.config:
+            saved_config = {key: value for key, value in saved["config"].items()
+                            if key not in set(legacy_config_keys) - set(self.config)}
+            if saved_config != self.config:
                 raise ValueError(
                     f"result_path={result_path!r} holds a run with a different config. "
-                    f"Saved: {saved['config']}. Received: {self.config}. Use another "
+                    f"Saved: {saved_config}. Received: {self.config}. Use another "
                     "result path or the saved settings.")
             self.state = PoolState.from_dict(saved["state"])
             self.history = saved["history"]

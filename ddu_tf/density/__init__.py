@@ -3,15 +3,20 @@
     from ddu_tf.density import ClassConditionalGaussians
     gmm = ClassConditionalGaussians.fit(features, labels, num_classes=10)
     gmm.log_density(test_features)   # [batch], the OoD score (higher = in-distribution)
+
+Over a dataset sharded across ``tf.distribute`` replicas: ``distributed_class_statistics``
+(``ddu_tf.density.distributed``) then ``ClassConditionalGaussians.from_statistics``.
 """
 from ddu_tf.density.gmm import JITTER_LADDER, ClassConditionalGaussians, search_jitter
 from ddu_tf.density.statistics import ClassStatistics, batch_moments, merge_moments
+from ddu_tf.density.distributed import distributed_class_statistics  # noqa: E402
 
 __all__ = [
     "JITTER_LADDER",
     "ClassConditionalGaussians",
     "ClassStatistics",
     "batch_moments",
+    "distributed_class_statistics",
     "merge_moments",
     "search_jitter",
 ]

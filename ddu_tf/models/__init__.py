@@ -22,6 +22,7 @@ MODELS = {
     "vgg16": ("ddu_tf.models.vgg", "vgg16"),
     "resnet18": ("ddu_tf.models.resnet", "resnet18"),
     "resnet50": ("ddu_tf.models.resnet", "resnet50"),
+    "small_resnet": ("ddu_tf.models.small_resnet", "small_resnet"),
     "wide_resnet": ("ddu_tf.models.wide_resnet", "wide_resnet"),
     "resnet1d": ("ddu_tf.models.resnet1d", "resnet1d"),
     "bayesian_cnn": ("ddu_tf.models.bayesian_cnn", "bayesian_cnn"),
@@ -50,8 +51,8 @@ def get_model(name, *, num_classes=10, input_shape=None, spectral_normalization=
     """Build a registered model.
 
     Args:
-        name: one of ``MODELS`` ("lenet", "vgg16", "resnet18", "resnet50", "wide_resnet",
-            "resnet1d", "bayesian_cnn", "logistic", "mlp", "cnn1d", "gru").
+        name: one of ``MODELS`` ("lenet", "vgg16", "resnet18", "resnet50", "small_resnet",
+            "wide_resnet", "resnet1d", "bayesian_cnn", "logistic", "mlp", "cnn1d", "gru").
         num_classes: number of logits.
         input_shape: shape of one input without the batch axis, e.g. ``(28, 28, 1)``,
             ``(32, 32, 3)`` or ``(40,)``; None uses the builder's default ((28, 28, 1) for

@@ -2,13 +2,14 @@
 # CPU-scale Dirty-MNIST (generated Ambiguous-MNIST) run of DDU: LeNet vs ResNet-18+SN+mod.
 # Usage: bash results/dirty_mnist_ddu/run.sh [train|train_resnet|train_lenet|eval|figure|all]   (from the repo root)
 # Models go to $RUNS (not committed); JSON, logs and the figure to results/dirty_mnist_ddu/.
+# Paths are relative to the repository root; override DDU_TF_DATA_DIR, TFDS_DATA_DIR, RUNS.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export DDU_TF_DATA_DIR=${DDU_TF_DATA_DIR:-/work/shared/data}   # MNIST / Fashion-MNIST IDX files
-export TFDS_DATA_DIR=${TFDS_DATA_DIR:-/tmp/ddu_real/tfds}      # built ambiguous_mnist/generated, dirty_mnist/generated
+export DDU_TF_DATA_DIR=${DDU_TF_DATA_DIR:-../shared/data}     # MNIST / Fashion-MNIST IDX files
+export TFDS_DATA_DIR=${TFDS_DATA_DIR:-runs/tfds}              # built ambiguous_mnist/generated, dirty_mnist/generated
 export TF_CPP_MIN_LOG_LEVEL=2
 PY=${PY:-.venv/bin/python}
-RUNS=${RUNS:-/tmp/ddu_dm/runs}
+RUNS=${RUNS:-runs/dirty_mnist_ddu}
 OUT=results/dirty_mnist_ddu
 LENET_N=114000; LENET_E=10     # LeNet: all of Dirty-MNIST train (54k MNIST + 60k ambiguous), 10 epochs
 RESNET_N=6000; RESNET_E=2      # ResNet-18+SN+mod: 6k-example subset, 2 epochs (~28 img/s on CPU)
@@ -48,9 +49,9 @@ if [[ $stage == eval || $stage == all ]]; then
 fi
 
 if [[ $stage == figure || $stage == all ]]; then
-  # Histograms (plot_uncertainty.model_scores / plot_histograms) + pair AUROCs; GMM on the
-  # models' own Dirty-MNIST training subsets; 5k MNIST, 6k ambiguous images, 5k Fashion.
-  $PY $OUT/uncertainty_pairs.py \
+  # Histograms + pair AUROCs (experiments/uncertainty_pairs.py); GMM on the models' own
+  # Dirty-MNIST training subsets; 5k MNIST, 6k ambiguous images, 5k Fashion.
+  $PY experiments/uncertainty_pairs.py \
     --models "$RUNS/lenet_1_$LENET_E.keras" "$RUNS/resnet18_sn_3.0_mod_1_$RESNET_E.keras" \
     --names "LeNet" "ResNet-18+SN+mod" --max-train-samples $LENET_N $RESNET_N \
     --output-png $OUT/dirty_mnist_uncertainty.png --output-json $OUT/pair_aurocs.json \

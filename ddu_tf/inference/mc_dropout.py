@@ -7,8 +7,11 @@ there (``split_at_first_stochastic``): the trunk runs ONCE per pool point and on
 stochastic suffix runs ``T`` times on the tiled trunk output ``[T * batch, ...]``.
 
 Inside one ``tf.function`` the pool is padded to whole chunks and a ``tf.map_fn`` walks
-the chunks, so there is no Python loop over ``T`` or over chunks and no host round-trip
-per chunk; peak memory is bounded by the chunk size. Noise is drawn from stateless RNG
+the chunks (:func:`ddu_tf.inference.predictor.chunked_map`), so there is no Python loop
+over ``T`` or over chunks and no host round-trip per chunk; peak memory is bounded by the
+chunk size. With a ``strategy`` the chunks are sharded across its replicas (the
+:class:`~ddu_tf.inference.Predictor` machinery); every chunk keeps its masks, so the scores
+equal the single-device ones. Noise is drawn from stateless RNG
 keyed on ``(seed, stochastic layer index[, chunk index])``: dropout is active whatever
 Keras' training flag, runs are reproducible, and with ``consistent_masks=True`` the same
 ``T`` masks are used for every pool point (BatchBALD's "consistent" dropout). All other
@@ -25,7 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ddu_tf.active_learning.acquisition import log_mean_prob
+from ddu_tf.inference.predictor import Predictor, chunked_map, sharded_map
+from ddu_tf.uncertainty import log_mean_prob
 
 STOCHASTIC_LAYER_TYPES = (
     keras.layers.Dropout,  # includes SpatialDropout1D/2D/3D
@@ -255,7 +259,7 @@ def model_flops(model):
     return sum(layer_flops(op) for op in model.operations)
 
 
-class MCDropoutPredictor:
+class MCDropoutPredictor(Predictor):
     """T-sample MC-dropout predictions of a functional model, compiled and chunked.
 
     Args:
@@ -269,16 +273,21 @@ class MCDropoutPredictor:
         split: run the trunk once and the suffix T times (True) or the whole model on
             the T-tiled input (False, the unsplit reference).
         memory_budget_mb: target size of the largest per-chunk activation, in MiB.
+        strategy: a ``tf.distribute.Strategy`` to shard the chunks across its replicas
+            (model built under its scope), or None for one device.
+
+    The deterministic passes of :class:`~ddu_tf.inference.Predictor` (``logits``,
+    ``features_and_logits``, ...) are available too, with the same ``chunk_size``.
     """
 
     def __init__(self, model, num_samples=100, *, consistent_masks=False, seed=0,
-                 chunk_size=None, split=True, memory_budget_mb=256):
+                 chunk_size=None, split=True, memory_budget_mb=256, strategy=None):
         if int(num_samples) < 1:
             raise ValueError(f"Expected num_samples >= 1. Received: num_samples={num_samples}")
         if chunk_size is not None and int(chunk_size) < 1:
             raise ValueError(f"Expected chunk_size >= 1. Received: chunk_size={chunk_size}")
-        self.model = model
-        self.trunk, self.suffix, self.stochastic_layers = split_at_first_stochastic(model)
+        trunk, suffix, stochastic_layers = split_at_first_stochastic(model)
+        self.trunk, self.suffix, self.stochastic_layers = trunk, suffix, stochastic_layers
         self.num_samples = int(num_samples) if self.stochastic_layers else 1
         self.consistent_masks = bool(consistent_masks)
         self.split = bool(split)
@@ -288,8 +297,7 @@ class MCDropoutPredictor:
         if chunk_size is None:
             per_point = self.num_samples * _max_activation_size(noisy_graph) * 4 * 2
             chunk_size = max(1, min(1024, (memory_budget_mb << 20) // per_point))
-        self.chunk_size = int(chunk_size)
-        self._input_spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
+        super().__init__(model, chunk_size=int(chunk_size), strategy=strategy)
         self._compiled = {}
 
     @staticmethod
@@ -348,26 +356,9 @@ class MCDropoutPredictor:
         Returns:
             ``[n, ...]`` float32.
         """
-        chunk = self.chunk_size
-        x = tf.cast(x, tf.float32)
-        n = tf.shape(x)[0]
-        n_chunks = tf.maximum((n + chunk - 1) // chunk, 1)
-        padding = [[0, n_chunks * chunk - n]] + [[0, 0]] * (x.shape.rank - 1)
-        chunks = tf.reshape(tf.pad(x, padding),
-                            tf.concat([[n_chunks, chunk], tf.shape(x)[1:]], axis=0))
-
-        def body(args):
-            xb, index = args
-            return reduce_fn(self._chunk_log_probs(xb, seed, index))
-
-        out = tf.map_fn(body, (chunks, first_chunk + tf.range(n_chunks)),
-                        fn_output_signature=tf.float32, parallel_iterations=1)
-        out = tf.reshape(out, tf.concat([[-1], tf.shape(out)[2:]], axis=0))
-        return out[:n]
-
-    def _build(self, reduce_fn):
-        return tf.function(lambda x, seed: self.reduce_in_graph(x, reduce_fn, seed),
-                           input_signature=[self._input_spec, tf.TensorSpec([2], tf.int64)])
+        return chunked_map(tf.cast(x, tf.float32),
+                           lambda xb, index: reduce_fn(self._chunk_log_probs(xb, seed, index)),
+                           self.chunk_size, first_chunk)
 
     def reduce(self, x, reduce_fn, seed=None):
         """Apply ``reduce_fn`` (``[T, chunk, C] -> [chunk, ...]``) over the whole pool.
@@ -378,11 +369,18 @@ class MCDropoutPredictor:
             seed: optional stateless seed overriding the constructor's.
 
         Returns:
-            ``[N, ...]`` float32 tensor.
+            ``[N, ...]`` float32 tensor (the same on one device and sharded).
         """
-        if reduce_fn not in self._compiled:
-            self._compiled[reduce_fn] = self._build(reduce_fn)
         seed = self.seed if seed is None else self._seed_tensor(seed)
+        if self.sharded:
+            step = self._shard_step(("mc", reduce_fn), lambda p, xb, s: self.reduce_in_graph(
+                xb, reduce_fn, s, self._first_chunk(p)))
+            return tf.constant(sharded_map(self.strategy, lambda p, b: step(p, b, seed),
+                                           np.asarray(x, np.float32), self.chunk_size))
+        if reduce_fn not in self._compiled:
+            self._compiled[reduce_fn] = tf.function(
+                lambda x, seed: self.reduce_in_graph(x, reduce_fn, seed),
+                input_signature=[self._input_spec, tf.TensorSpec([2], tf.int64)])
         return self._compiled[reduce_fn](tf.convert_to_tensor(x, tf.float32), seed)
 
     def log_probs(self, x, seed=None):

@@ -1,0 +1,205 @@
+"""The data sets of the DDU training and evaluation scripts: specs, splits, pipelines.
+
+One place for what ``experiments/train.py``, ``experiments/evaluate.py`` and
+``experiments/plot_uncertainty.py`` must agree on, so that an evaluation sees exactly the
+split (and preprocessing) its model was trained with:
+
+* :data:`DATASETS`: name -> :class:`DatasetSpec` (source for ``ddu_tf.data.load``, classes,
+  input shape, normalisation, augmentation, validation split);
+* :func:`train_validation_arrays`: the original's seeded 10% validation hold-out (or the
+  source's own validation split) and :func:`seeded_subset`, the ``--max-train-samples``
+  subset;
+* :func:`normalize_images` / :func:`random_crop_flip`: DDU's CIFAR/SVHN preprocessing;
+* :func:`training_pipelines` / :func:`evaluation_pipeline` / :func:`load_test_split`:
+  ``tf.data`` pipelines of ``(x [batch, ...] float32, y [batch] int64)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from ddu_tf import data as ddu_data
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """How to load one data set.
+
+    Attributes:
+        source: name for ``ddu_tf.data.load`` (a registered source or a TFDS name).
+        num_classes: number of classes.
+        input_shape: shape of one model input.
+        rgb_uint8: images come as uint8 RGB and are normalised with the DDU statistics.
+        augment: random crop + flip for training when augmentation is on.
+        validation_split: the source's own validation split, or None to hold out a seeded
+            fraction of "train".
+    """
+
+    source: str
+    num_classes: int
+    input_shape: tuple
+    rgb_uint8: bool = False
+    augment: bool = False
+    validation_split: str = None
+
+
+DATASETS = {
+    "cifar10": DatasetSpec("cifar10", 10, (32, 32, 3), rgb_uint8=True, augment=True),
+    "cifar100": DatasetSpec("cifar100", 100, (32, 32, 3), rgb_uint8=True, augment=True),
+    "svhn": DatasetSpec("svhn_cropped", 10, (32, 32, 3), rgb_uint8=True),
+    "mnist": DatasetSpec("mnist", 10, (28, 28, 1), validation_split="validation"),
+    "dirty_mnist": DatasetSpec("dirty_mnist", 10, (28, 28, 1), validation_split="validation"),
+    # Dirty-MNIST with the regenerated Ambiguous-MNIST (builds offline from MNIST alone).
+    "dirty_mnist_generated": DatasetSpec("dirty_mnist_generated", 10, (28, 28, 1),
+                                         validation_split="validation"),
+    "fashion_mnist": DatasetSpec("fashion_mnist", 10, (28, 28, 1)),
+    "mnist1d": DatasetSpec("mnist1d", 10, (40,)),
+}
+"""The data sets of ``experiments/train.py --dataset`` / ``evaluate.py --dataset``."""
+
+def dataset_key(name):
+    """``name`` in the spelling of :data:`DATASETS`' keys: the DDU README writes
+    ``dirty-mnist`` (``fashion-mnist``, upper case) for ``dirty_mnist``; use as an argparse
+    ``type=`` next to ``choices=sorted(DATASETS)``."""
+    return str(name).strip().lower().replace("-", "_")
+
+
+DDU_IMAGE_MEAN = (0.4914, 0.4822, 0.4465)
+"""Per-channel mean used by DDU's loaders for CIFAR-10, CIFAR-100 *and* SVHN (all three use
+the CIFAR-10 statistics in the original ``data/ood_detection/*.py``)."""
+DDU_IMAGE_STD = (0.2023, 0.1994, 0.2010)
+"""Per-channel std paired with :data:`DDU_IMAGE_MEAN`."""
+
+
+def normalize_images(images):
+    """``ToTensor`` + ``Normalize(DDU_IMAGE_MEAN, DDU_IMAGE_STD)`` for uint8 RGB images.
+
+    Args:
+        images: uint8 (or [0, 255] float) tensor ``[..., height, width, 3]``.
+
+    Returns:
+        float32 tensor of the same shape, ``(images / 255 - mean) / std``.
+    """
+    x = tf.cast(images, tf.float32) / 255.0
+    return (x - tf.constant(DDU_IMAGE_MEAN)) / tf.constant(DDU_IMAGE_STD)
+
+
+def random_crop_flip(image, padding=4):
+    """``RandomCrop(size, padding)`` + ``RandomHorizontalFlip()`` on one image.
+
+    Zero-pads ``padding`` pixels on each side, crops back to the original size at a random
+    offset and flips left-right with probability 1/2 (torchvision's CIFAR augmentation; pad
+    before normalising so the padding is black, as torchvision does).
+
+    Args:
+        image: ``[height, width, channels]`` tensor (one example, not a batch).
+        padding: pixels of zero padding (>= 0).
+
+    Returns:
+        Tensor of the same shape and dtype.
+    """
+    if int(padding) < 0:
+        raise ValueError(f"Expected padding >= 0. Received: padding={padding}")
+    shape = tf.shape(image)
+    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+    cropped = tf.image.random_crop(padded, shape)
+    return tf.image.random_flip_left_right(cropped)
+
+
+def preprocess_fn(spec, *, augment=False):
+    """``fn(x, y) -> (x float32, y)`` of data set ``spec``: DDU normalisation of uint8 RGB
+    images (after random crop + flip when ``augment`` and the spec augments), else a cast."""
+    def fn(x, y):
+        if augment and spec.augment:
+            x = random_crop_flip(x, padding=4)
+        x = normalize_images(x) if spec.rgb_uint8 else tf.cast(x, tf.float32)
+        return x, y
+    return fn
+
+
+def split_arrays(source, split, data_dir=None):
+    """All examples of one split as numpy arrays ``(x [n, ...], y [n] int64)``."""
+    xs, ys = [], []
+    for x, y in ddu_data.load(source, split, batch_size=4096, data_dir=data_dir):
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
+
+
+def train_validation_arrays(spec, *, seed, val_size, data_dir=None):
+    """Training and validation arrays of a data set.
+
+    Without a source validation split, the original's split is used: indices ``0..n-1``
+    shuffled by ``np.random.RandomState(seed)``; the first ``floor(val_size * n)`` are
+    validation, the rest training.
+
+    Returns:
+        ``(x_train, y_train), (x_val, y_val)``.
+    """
+    if spec.validation_split:
+        return (split_arrays(spec.source, "train", data_dir),
+                split_arrays(spec.source, spec.validation_split, data_dir))
+    x, y = split_arrays(spec.source, "train", data_dir)
+    indices = np.arange(len(x))
+    np.random.RandomState(seed).shuffle(indices)
+    split = int(math.floor(val_size * len(x)))
+    valid, train = indices[:split], indices[split:]
+    return (x[train], y[train]), (x[valid], y[valid])
+
+
+def seeded_subset(arrays, max_samples, seed):
+    """A seeded random subset of ``max_samples`` examples, kept in stored order.
+
+    Not the first N: Dirty-MNIST lists its MNIST part first, so the first N examples would
+    contain no ambiguous digits. ``max_samples`` None (or >= n) keeps everything.
+
+    Args:
+        arrays: tuple of arrays ``[n, ...]``.
+        max_samples: examples to keep, or None.
+        seed: seed of ``np.random.RandomState(seed).permutation(n)``.
+    """
+    n = len(arrays[0])
+    if not max_samples or max_samples >= n:
+        return tuple(arrays)
+    keep = np.sort(np.random.RandomState(seed).permutation(n)[:max_samples])
+    return tuple(a[keep] for a in arrays)
+
+
+def training_pipelines(spec, train_arrays, val_arrays, *, batch_size, val_batch_size, seed,
+                       augment):
+    """``tf.data`` pipelines: shuffled (and augmented) training batches, ordered validation.
+
+    Returns:
+        ``(train_ds, val_ds)`` of ``(x [batch, *input_shape] float32, y [batch] int64)``.
+    """
+    x, y = train_arrays
+    train_ds = (tf.data.Dataset.from_tensor_slices((x, y))
+                .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+                .map(preprocess_fn(spec, augment=augment), num_parallel_calls=tf.data.AUTOTUNE)
+                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    val_ds = (tf.data.Dataset.from_tensor_slices(val_arrays)
+              .map(preprocess_fn(spec), num_parallel_calls=tf.data.AUTOTUNE)
+              .batch(val_batch_size).prefetch(tf.data.AUTOTUNE))
+    return train_ds, val_ds
+
+
+def evaluation_pipeline(spec, arrays, batch_size):
+    """Ordered, un-augmented batches of ``arrays`` with the preprocessing of ``spec``."""
+    return (tf.data.Dataset.from_tensor_slices(tuple(arrays))
+            .map(preprocess_fn(spec), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def load_test_split(name, batch_size, data_dir=None):
+    """Batched test split of data set ``name`` with its training-time preprocessing."""
+    spec = DATASETS[name]
+    return ddu_data.load(spec.source, "test", batch_size, data_dir=data_dir,
+                         preprocess=preprocess_fn(spec))
+
+
+__all__ = ["DATASETS", "dataset_key", "DDU_IMAGE_MEAN", "DDU_IMAGE_STD", "DatasetSpec", "evaluation_pipeline",
+           "normalize_images", "preprocess_fn", "random_crop_flip", "seeded_subset",
+           "split_arrays", "load_test_split", "train_validation_arrays", "training_pipelines"]

@@ -27,6 +27,12 @@ Differences from the original, on purpose:
   serial loop does. On borderline (numerically rank-deficient) matrices, Eigen's LLT used by
   TensorFlow and LAPACK's potrf used by torch/NumPy can disagree by about one ladder step.
 - A class with fewer than 2 samples raises ValueError (the original silently divides by 0).
+
+Speed (``bench/gmm_fit.py``): the scatter matrices are computed from their block upper
+triangle (:func:`~ddu_tf.density.statistics.symmetric_gram`), class by class without a copy
+of the whole feature array; scoring multiplies by the precomputed inverse factors
+``W_c = L_c^{-1}`` in one matrix product per column block for all classes at once (see
+:func:`_gaussian_scores`) instead of ``classes`` triangular solves.
 """
 from __future__ import annotations
 
@@ -93,8 +99,9 @@ def search_jitter(covariances, ladder=JITTER_LADDER, chunk_bytes: int = _CHUNK_B
     per_step = max(1, int(cov.shape[0]) * int(cov.shape[1]) ** 2 * 8)
     chunk = max(1, chunk_bytes // per_step)
     diag_t = tf.constant(diag)
-    for start in range(0, len(steps), chunk):
-        idx = steps[start:start + chunk]
+    # The first step alone (eps = 0 succeeds for full-rank covariances), then chunks.
+    chunks = [steps[:1]] + [steps[i:i + chunk] for i in range(1, len(steps), chunk)]
+    for idx in chunks:
         eps = tf.constant(ladder[idx])[:, None, None]
         jittered = tf.linalg.set_diag(tf.broadcast_to(cov, [len(idx)] + cov.shape.as_list()),
                                       diag_t[None] + eps)
@@ -146,6 +153,7 @@ class ClassConditionalGaussians:
                     f"{np.flatnonzero(~ok.numpy()).tolist()}; use search_jitter()."
                 )
         self.scale_tril = tf.convert_to_tensor(scale_tril, tf.float64)
+        self._scoring = _scoring_operands(self.means, self.scale_tril)
         self.components = tfd.MultivariateNormalTriL(loc=self.means, scale_tril=self.scale_tril)
         self.class_priors = self.counts / tf.reduce_sum(self.counts)
         self.mixture = tfd.MixtureSameFamily(
@@ -207,8 +215,7 @@ class ClassConditionalGaussians:
           ``(class_log_densities [batch, classes], log_density [batch],
           weighted_log_density [batch])``, float64 nats.
         """
-        return _gaussian_scores(features, self.means, self.scale_tril,
-                                tf.math.log(self.class_priors))
+        return _gaussian_scores(features, *self._scoring, tf.math.log(self.class_priors))
 
     def scores(self, features, batch_size: int = 1024) -> dict:
         """All scores, computed by a compiled function in chunks of ``batch_size`` rows.
@@ -277,28 +284,64 @@ class ClassConditionalGaussians:
             )
 
 
-@tf.function(reduce_retracing=True)
-def _gaussian_scores(features, means, scale_tril, log_priors):
-    """Compiled scores of ``features [batch, dim]`` under Gaussians ``N(means_c, L_c L_c^T)``.
+#: Column-block width of the scoring products (see :func:`_scoring_operands`).
+SCORE_BLOCK = 128
 
-    A module-level function with the parameters as arguments, so one trace serves every
-    fitted GMM of the same shape (active learning fits a new one each round).
+
+def _scoring_operands(means, scale_tril, block: int = SCORE_BLOCK):
+    """Operands of :func:`_gaussian_scores` for Gaussians ``N(means_c, L_c L_c^T)``.
+
+    With ``W_c = L_c^{-1}`` (lower triangular) and a common centre ``m`` (the average of the
+    class means), ``L_c^{-1}(z - mu_c) = W_c (z - m) - W_c (mu_c - m)``. Row block ``i`` of
+    ``W_c`` (rows ``s_i .. s_i + w``) is zero beyond column ``s_i + w``, so block ``i`` of all
+    classes' whitened features is one product ``(z - m)[:, :s_i + w] @ B_i`` with ``B_i``
+    ``[s_i + w, classes * w]``: ``(k + 1) / k`` times the FLOPs of ``classes`` triangular
+    solves for ``k`` blocks, as large matrix products. Centring on ``m`` keeps the
+    subtraction's cancellation to the scale of the class means' spread.
+
+    Returns:
+      ``(centre [D], weights, offsets, log_det [classes])``: ``weights[i]`` is
+      ``B_i [s_i + w, classes * w]``, ``offsets[i]`` the matching ``W_c (mu_c - m)`` entries
+      ``[classes * w]``, ``log_det`` is ``log |det L_c|``.
+    """
+    classes, dim = int(means.shape[0]), int(means.shape[1])
+    eye = tf.eye(dim, batch_shape=[classes], dtype=tf.float64)
+    whitening = tf.linalg.triangular_solve(scale_tril, eye, lower=True)  # W_c = L_c^{-1}
+    centre = tf.reduce_mean(means, axis=0)
+    whitened_means = tf.linalg.matvec(whitening, means - centre)  # [classes, D]
+    weights, offsets = [], []
+    for s in range(0, dim, block):
+        w = min(block, dim - s)
+        rows = whitening[:, s:s + w, :s + w]  # [classes, w, s + w]
+        weights.append(tf.reshape(tf.transpose(rows, [2, 0, 1]), [s + w, classes * w]))
+        offsets.append(tf.reshape(whitened_means[:, s:s + w], [classes * w]))
+    log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(scale_tril)), axis=-1)
+    return centre, weights, offsets, log_det
+
+
+@tf.function(reduce_retracing=True)
+def _gaussian_scores(features, centre, weights, offsets, log_det, log_priors):
+    """Compiled scores of ``features [batch, dim]`` under Gaussians ``N(mu_c, L_c L_c^T)``.
+
+    The parameters come from :func:`_scoring_operands` and are arguments, so one trace
+    serves every fitted GMM of the same shape (active learning fits a new one each round).
+    ``log N(z | mu_c, L_c L_c^T) = -||L_c^{-1}(z - mu_c)||^2 / 2 - log|det L_c| - D/2 log 2 pi``,
+    the value of ``components.log_prob(features[:, None, :])`` (tested against it and scipy).
 
     Returns:
       ``(class_log_densities [batch, classes], log_density [batch],
       weighted_log_density [batch])`` in nats, float64.
     """
-    # log N(z | mu_c, L_c L_c^T) = -||L_c^{-1}(z - mu_c)||^2 / 2 - log|det L_c| - D/2 log 2 pi.
-    # Same value as components.log_prob(features[:, None, :]) (tested), but one triangular
-    # solve with `batch` right-hand sides per class (BLAS-3) instead of batch x classes
-    # matrix-vector solves: ~10x faster at dim 512.
-    dim = tf.cast(tf.shape(means)[1], tf.float64)
-    centred = tf.transpose(features[None, :, :] - means[:, None, :], [0, 2, 1])
-    whitened = tf.linalg.triangular_solve(scale_tril, centred, lower=True)
-    mahalanobis = tf.reduce_sum(tf.square(whitened), axis=1)  # [classes, batch]
-    log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(scale_tril)), axis=-1)
-    const = 0.5 * dim * np.log(2.0 * np.pi)
-    class_log_densities = tf.transpose(-0.5 * mahalanobis - log_det[:, None] - const)
+    classes = tf.shape(log_det)[0]
+    dim = tf.shape(centre)[0]
+    centred = features - centre
+    mahalanobis = tf.zeros([tf.shape(features)[0], classes], tf.float64)
+    for weight, offset in zip(weights, offsets):
+        whitened = tf.matmul(centred[:, :tf.shape(weight)[0]], weight) - offset
+        mahalanobis += tf.reduce_sum(
+            tf.reshape(tf.square(whitened), [tf.shape(features)[0], classes, -1]), axis=-1)
+    const = 0.5 * tf.cast(dim, tf.float64) * np.log(2.0 * np.pi)
+    class_log_densities = -0.5 * mahalanobis - log_det - const
     log_density = tf.reduce_logsumexp(class_log_densities, axis=-1)
     weighted = tf.reduce_logsumexp(class_log_densities + log_priors, axis=-1)
     return class_log_densities, log_density, weighted

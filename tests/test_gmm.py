@@ -237,3 +237,22 @@ def test_blocked_paths_match_oracles_above_block_width():
                                gmm.components.log_prob(z[:, None, :]).numpy(), rtol=1e-10)
     np.testing.assert_allclose(scores["weighted_log_density"].numpy(),
                                gmm.mixture.log_prob(z).numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2**30])
+def test_search_jitter_with_classes_needing_different_jitters(chunk_bytes):
+    # Class 0 is positive definite, class 1 singular (rank 3 of 6), class 2 indefinite with
+    # smallest eigenvalue -1e-6: the serial loop's answer is the first eps fixing class 2.
+    rng = np.random.default_rng(9)
+    basis = rng.normal(size=(6, 6))
+    pd = basis @ basis.T + np.eye(6)
+    singular = basis[:, :3] @ basis[:, :3].T
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    indefinite = q @ np.diag([-1e-6, 1.0, 2.0, 3.0, 4.0, 5.0]) @ q.T
+    covariances = np.stack([pd, singular, (indefinite + indefinite.T) / 2])
+    eps, chol = search_jitter(covariances, chunk_bytes=chunk_bytes)
+    assert eps == _serial_tf_oracle(covariances) >= 1e-6
+    assert abs(_ladder_index(eps) - _ladder_index(_serial_ladder_oracle(covariances))) <= 1
+    for c in range(3):
+        np.testing.assert_allclose(chol.numpy()[c] @ chol.numpy()[c].T,
+                                   covariances[c] + eps * np.eye(6), rtol=1e-10, atol=1e-12)

@@ -54,7 +54,7 @@ def main(argv=None):
         sizes[str(size)] = {"bit_exact": exact, "timings": timings}
         cpu_ratio = timings["reference"]["cpu_s"]["min"] / timings["ours"]["cpu_s"]["min"]
         rows.append(common.row(
-            f"MNIST-1D generation, {size // 1000}k samples (bit-exact)", "ddu_tf",
+            f"MNIST-1D generation, {size:,} samples (bit-exact)", "ddu_tf",
             timings["ours"], "`mnist1d` package", timings["reference"],
             note=f"CPU-time speed-up {cpu_ratio:.1f}x; not FLOP-bound"))
         print(common.format_row(rows[-1]), flush=True)

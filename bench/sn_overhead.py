@@ -15,7 +15,7 @@ the plain model, the same convolutions as the SN one) x batch, at the float32 ma
 measured in the same run.
 
 Usage:
-    python bench/sn_overhead.py [--batch-size 128] [--steps 5] [--warmup 2] [--no-mod] [--jit]
+    python bench/sn_overhead.py [--batch-size 128] [--steps 3] [--warmup 1] [--no-mod] [--jit]
 
 Writes ``results/bench/sn_overhead.json``.
 """
@@ -45,8 +45,8 @@ def build(spectral_normalization, mod, jit):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per model")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per model")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per model")
     parser.add_argument("--no-mod", dest="mod", action="store_false",
                         help="plain ResNet (ReLU, 1x1-conv shortcuts); default: -mod "
                              "(LeakyReLU, average-pool shortcuts), as DDU's SN runs")

@@ -103,6 +103,12 @@ def search_jitter(covariances, ladder=JITTER_LADDER, chunk_bytes: int = _CHUNK_B
 
     def factorise(step_indices, classes):
         """Factors and success mask ``[steps, len(classes)]`` of the jittered classes."""
+        if len(step_indices) == 1 and len(classes) == len(all_classes):
+            # One step on every class: set the diagonal in place of gather + broadcast.
+            eps = ladder[step_indices[0]]
+            jittered = cov if eps == 0.0 else tf.linalg.set_diag(cov, diag_t + eps)
+            chol, ok = _lower_factors(jittered[None])
+            return chol, ok.numpy()
         eps = tf.constant(ladder[step_indices])[:, None, None]
         sub_cov, sub_diag = tf.gather(cov, classes), tf.gather(diag_t, classes)
         jittered = tf.linalg.set_diag(
@@ -224,7 +230,8 @@ class ClassConditionalGaussians:
                 f"Expected features of shape [batch, {self.dim}]. Received: {features.shape}."
             )
         features = features.astype(np.float64, copy=False)
-        if not np.all(np.isfinite(features)):
+        # A sum is finite iff every term is, barring overflow (then the full check decides).
+        if not np.isfinite(np.sum(features)) and not np.all(np.isfinite(features)):
             raise ValueError(
                 "Expected finite features. Received NaN/Inf entries in features; check the "
                 "feature extractor."

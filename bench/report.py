@@ -75,7 +75,8 @@ def render(results) -> str:
                      f"{peaks['float64'] / 1e9:.0f} GFLOP/s float64.")
     extra = [data.get("readme_notes") for _, data in results if data.get("readme_notes")]
     if extra:
-        lines += [""] + [note for notes in extra for note in notes]
+        lines += ["Notes written by the scripts:", ""]
+        lines += [f"- {note}" for notes in extra for note in notes]
     return "\n".join(lines) + "\n"
 
 

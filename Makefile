@@ -23,11 +23,14 @@ test: $(VENV)/.installed-test
 test-all: $(VENV)/.installed-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Each script writes results/bench/<name>.json; report.py regenerates README's Benchmarks section.
 bench: $(VENV)/.installed-bench
-	$(PY) bench/mnist1d_generation.py
-	$(PY) bench/sn_overhead.py
 	$(PY) bench/gmm_fit.py
 	$(PY) bench/mc_dropout_scoring.py
+	$(PY) bench/mnist1d_generation.py
+	$(PY) bench/sn_overhead.py
+	$(PY) bench/train_throughput.py
+	$(PY) bench/report.py --readme README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -202,3 +202,57 @@ def test_streaming_with_classes_missing_from_batches():
         np.testing.assert_allclose(stats.means.numpy()[c], x[y == c].mean(0), rtol=1e-14)
         np.testing.assert_allclose(stats.covariances().numpy()[c], np.cov(x[y == c], rowvar=False),
                                    rtol=1e-10)
+
+
+def test_blocked_paths_match_oracles_above_block_width():
+    # dim 150 > GRAM_BLOCK = SCORE_BLOCK = 128: two column blocks, the last one partial, in
+    # the block-triangular scatter and in the blocked scoring products.
+    from ddu_tf.density import batch_moments
+    from ddu_tf.density.gmm import SCORE_BLOCK
+    from ddu_tf.density.statistics import GRAM_BLOCK
+
+    dim = 150
+    assert GRAM_BLOCK < dim < 2 * GRAM_BLOCK and SCORE_BLOCK < dim < 2 * SCORE_BLOCK
+    rng = np.random.default_rng(8)
+    x, y = _data(rng, n=1200, dim=dim, classes=3, offset=20.0)
+    moments = ClassStatistics.from_batch(x, y, num_classes=3)  # host path, class by class
+    graph = batch_moments(tf.constant(x), tf.constant(y, tf.int32), 3)  # dynamic_partition
+    means = [x[y == c].mean(0) for c in range(3)]
+    covariances = [np.cov(x[y == c], rowvar=False) for c in range(3)]
+    for c in range(3):
+        np.testing.assert_allclose(moments.covariances().numpy()[c], covariances[c],
+                                   rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(graph[3].numpy()[c] / (np.sum(y == c) - 1), covariances[c],
+                                   rtol=1e-9, atol=1e-12)
+    scatter = moments.scatter.numpy()
+    np.testing.assert_array_equal(scatter, np.swapaxes(scatter, 1, 2))  # exactly symmetric
+    gmm = ClassConditionalGaussians.from_statistics(moments)
+    assert gmm.jitter == 0.0
+    z = np.concatenate([x[:5], rng.normal(loc=20.0, scale=4.0, size=(4, dim))])
+    oracle = np.stack([stats.multivariate_normal(means[c], covariances[c]).logpdf(z)
+                       for c in range(3)], axis=1)
+    scores = gmm.scores(z, batch_size=4)  # 3 compiled calls, the last one partial
+    np.testing.assert_allclose(scores["class_log_densities"].numpy(), oracle, rtol=1e-8)
+    np.testing.assert_allclose(scores["class_log_densities"].numpy(),
+                               gmm.components.log_prob(z[:, None, :]).numpy(), rtol=1e-10)
+    np.testing.assert_allclose(scores["weighted_log_density"].numpy(),
+                               gmm.mixture.log_prob(z).numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2**30])
+def test_search_jitter_with_classes_needing_different_jitters(chunk_bytes):
+    # Class 0 is positive definite, class 1 singular (rank 3 of 6), class 2 indefinite with
+    # smallest eigenvalue -1e-6: the serial loop's answer is the first eps fixing class 2.
+    rng = np.random.default_rng(9)
+    basis = rng.normal(size=(6, 6))
+    pd = basis @ basis.T + np.eye(6)
+    singular = basis[:, :3] @ basis[:, :3].T
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    indefinite = q @ np.diag([-1e-6, 1.0, 2.0, 3.0, 4.0, 5.0]) @ q.T
+    covariances = np.stack([pd, singular, (indefinite + indefinite.T) / 2])
+    eps, chol = search_jitter(covariances, chunk_bytes=chunk_bytes)
+    assert eps == _serial_tf_oracle(covariances) >= 1e-6
+    assert abs(_ladder_index(eps) - _ladder_index(_serial_ladder_oracle(covariances))) <= 1
+    for c in range(3):
+        np.testing.assert_allclose(chol.numpy()[c] @ chol.numpy()[c].T,
+                                   covariances[c] + eps * np.eye(6), rtol=1e-10, atol=1e-12)

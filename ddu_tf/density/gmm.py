@@ -27,6 +27,12 @@ Differences from the original, on purpose:
   serial loop does. On borderline (numerically rank-deficient) matrices, Eigen's LLT used by
   TensorFlow and LAPACK's potrf used by torch/NumPy can disagree by about one ladder step.
 - A class with fewer than 2 samples raises ValueError (the original silently divides by 0).
+
+Speed (``bench/gmm_fit.py``): the scatter matrices are computed from their block upper
+triangle (:func:`~ddu_tf.density.statistics.symmetric_gram`), class by class without a copy
+of the whole feature array; scoring multiplies by the precomputed inverse factors
+``W_c = L_c^{-1}`` in one matrix product per column block for all classes at once (see
+:func:`_gaussian_scores`) instead of ``classes`` triangular solves.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ import os
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from scipy.linalg import lapack
 
 from ddu_tf.density.statistics import ClassStatistics
 
@@ -59,9 +66,10 @@ def search_jitter(covariances, ladder=JITTER_LADDER, chunk_bytes: int = _CHUNK_B
     """First ``eps`` of ``ladder`` for which every ``covariances[c] + eps I`` has a Cholesky factor.
 
     Equivalent to the original's serial loop (one Cholesky attempt per ladder step, all
-    classes) but vectorised: duplicate jittered matrices are skipped (see module docstring)
-    and the rest are factorised in batched chunks ``[steps, classes, dim, dim]`` whose size is
-    bounded by ``chunk_bytes``.
+    classes) but vectorised: duplicate jittered matrices are skipped (see module docstring),
+    the first step is tried on every class, and later steps on the classes that failed only,
+    in batched chunks ``[steps, failing classes, dim, dim]`` whose size is bounded by
+    ``chunk_bytes``; the first step where those succeed is then checked on every class.
 
     Args:
       covariances: ``[classes, dim, dim]`` float64 symmetric matrices.
@@ -90,19 +98,48 @@ def search_jitter(covariances, ladder=JITTER_LADDER, chunk_bytes: int = _CHUNK_B
         if key not in seen:
             seen.add(key)
             steps.append(i)
-    per_step = max(1, int(cov.shape[0]) * int(cov.shape[1]) ** 2 * 8)
-    chunk = max(1, chunk_bytes // per_step)
+    all_classes = np.arange(int(cov.shape[0]))
     diag_t = tf.constant(diag)
-    for start in range(0, len(steps), chunk):
-        idx = steps[start:start + chunk]
-        eps = tf.constant(ladder[idx])[:, None, None]
-        jittered = tf.linalg.set_diag(tf.broadcast_to(cov, [len(idx)] + cov.shape.as_list()),
-                                      diag_t[None] + eps)
+
+    def factorise(step_indices, classes):
+        """Factors and success mask ``[steps, len(classes)]`` of the jittered classes."""
+        if len(step_indices) == 1 and len(classes) == len(all_classes):
+            # One step on every class: set the diagonal in place of gather + broadcast.
+            eps = ladder[step_indices[0]]
+            jittered = cov if eps == 0.0 else tf.linalg.set_diag(cov, diag_t + eps)
+            chol, ok = _lower_factors(jittered[None])
+            return chol, ok.numpy()
+        eps = tf.constant(ladder[step_indices])[:, None, None]
+        sub_cov, sub_diag = tf.gather(cov, classes), tf.gather(diag_t, classes)
+        jittered = tf.linalg.set_diag(
+            tf.broadcast_to(sub_cov, [len(step_indices)] + sub_cov.shape.as_list()),
+            sub_diag[None] + eps)
         chol, ok = _lower_factors(jittered)
-        all_ok = tf.reduce_all(ok, axis=1).numpy()
-        if all_ok.any():
-            first = int(np.argmax(all_ok))
-            return float(ladder[idx[first]]), chol[first]
+        return chol, ok.numpy()
+
+    # The first step on every class (eps = 0 succeeds for full-rank covariances). Later steps
+    # are tried on the classes that failed ("suspects") only, in chunks; the first step where
+    # all suspects succeed is then checked on every class. A step that fails for a suspect
+    # fails for the whole set, so the step returned is the serial loop's first success.
+    chol, ok = factorise(steps[:1], all_classes)
+    if ok.all():
+        return float(ladder[steps[0]]), chol[0]
+    suspects = all_classes[~ok[0]]
+    i = 1
+    while i < len(steps):
+        per_step = max(1, len(suspects) * int(cov.shape[1]) ** 2 * 8)
+        chunk = steps[i:i + max(1, chunk_bytes // per_step)]
+        _, ok = factorise(chunk, suspects)
+        passed = ok.all(axis=1)
+        if not passed.any():
+            i += len(chunk)
+            continue
+        first = int(np.argmax(passed))
+        chol, ok = factorise(chunk[first:first + 1], all_classes)
+        if ok.all():
+            return float(ladder[chunk[first]]), chol[0]
+        suspects = np.union1d(suspects, all_classes[~ok[0]])
+        i += first + 1
     raise ValueError(
         "Expected the covariances to become positive definite with a jitter of at most "
         f"{ladder[-1]:g}. Received covariances where no jitter of the ladder works (largest "
@@ -146,6 +183,7 @@ class ClassConditionalGaussians:
                     f"{np.flatnonzero(~ok.numpy()).tolist()}; use search_jitter()."
                 )
         self.scale_tril = tf.convert_to_tensor(scale_tril, tf.float64)
+        self._scoring = _scoring_operands(self.means, self.scale_tril)
         self.components = tfd.MultivariateNormalTriL(loc=self.means, scale_tril=self.scale_tril)
         self.class_priors = self.counts / tf.reduce_sum(self.counts)
         self.mixture = tfd.MixtureSameFamily(
@@ -192,7 +230,8 @@ class ClassConditionalGaussians:
                 f"Expected features of shape [batch, {self.dim}]. Received: {features.shape}."
             )
         features = features.astype(np.float64, copy=False)
-        if not np.all(np.isfinite(features)):
+        # A sum is finite iff every term is, barring overflow (then the full check decides).
+        if not np.isfinite(np.sum(features)) and not np.all(np.isfinite(features)):
             raise ValueError(
                 "Expected finite features. Received NaN/Inf entries in features; check the "
                 "feature extractor."
@@ -207,8 +246,7 @@ class ClassConditionalGaussians:
           ``(class_log_densities [batch, classes], log_density [batch],
           weighted_log_density [batch])``, float64 nats.
         """
-        return _gaussian_scores(features, self.means, self.scale_tril,
-                                tf.math.log(self.class_priors))
+        return _gaussian_scores(features, *self._scoring, tf.math.log(self.class_priors))
 
     def scores(self, features, batch_size: int = 1024) -> dict:
         """All scores, computed by a compiled function in chunks of ``batch_size`` rows.
@@ -277,28 +315,67 @@ class ClassConditionalGaussians:
             )
 
 
-@tf.function(reduce_retracing=True)
-def _gaussian_scores(features, means, scale_tril, log_priors):
-    """Compiled scores of ``features [batch, dim]`` under Gaussians ``N(means_c, L_c L_c^T)``.
+#: Column-block width of the scoring products (see :func:`_scoring_operands`).
+SCORE_BLOCK = 128
 
-    A module-level function with the parameters as arguments, so one trace serves every
-    fitted GMM of the same shape (active learning fits a new one each round).
+
+def _scoring_operands(means, scale_tril, block: int = SCORE_BLOCK):
+    """Operands of :func:`_gaussian_scores` for Gaussians ``N(means_c, L_c L_c^T)``.
+
+    With ``W_c = L_c^{-1}`` (lower triangular) and a common centre ``m`` (the average of the
+    class means), ``L_c^{-1}(z - mu_c) = W_c (z - m) - W_c (mu_c - m)``. Row block ``i`` of
+    ``W_c`` (rows ``s_i .. s_i + w``) is zero beyond column ``s_i + w``, so block ``i`` of all
+    classes' whitened features is one product ``(z - m)[:, :s_i + w] @ B_i`` with ``B_i``
+    ``[s_i + w, classes * w]``: ``(k + 1) / k`` times the FLOPs of ``classes`` triangular
+    solves for ``k`` blocks, as large matrix products. Centring on ``m`` keeps the
+    subtraction's cancellation to the scale of the class means' spread.
+
+    Returns:
+      ``(centre [D], weights, offsets, log_det [classes])``: ``weights[i]`` is
+      ``B_i [s_i + w, classes * w]``, ``offsets[i]`` the matching ``W_c (mu_c - m)`` entries
+      ``[classes * w]``, ``log_det`` is ``log |det L_c|``.
+    """
+    classes, dim = int(means.shape[0]), int(means.shape[1])
+    # W_c = L_c^{-1} by LAPACK's triangular inverse (dim^3 / 3 FLOPs, a third of a solve
+    # against the identity).
+    whitening = tf.constant(np.stack(
+        [np.tril(lapack.dtrtri(factor, lower=1)[0]) for factor in scale_tril.numpy()]),
+        tf.float64)
+    centre = tf.reduce_mean(means, axis=0)
+    whitened_means = tf.linalg.matvec(whitening, means - centre)  # [classes, D]
+    weights, offsets = [], []
+    for s in range(0, dim, block):
+        w = min(block, dim - s)
+        rows = whitening[:, s:s + w, :s + w]  # [classes, w, s + w]
+        weights.append(tf.reshape(tf.transpose(rows, [2, 0, 1]), [s + w, classes * w]))
+        offsets.append(tf.reshape(whitened_means[:, s:s + w], [classes * w]))
+    log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(scale_tril)), axis=-1)
+    return centre, weights, offsets, log_det
+
+
+@tf.function(reduce_retracing=True)
+def _gaussian_scores(features, centre, weights, offsets, log_det, log_priors):
+    """Compiled scores of ``features [batch, dim]`` under Gaussians ``N(mu_c, L_c L_c^T)``.
+
+    The parameters come from :func:`_scoring_operands` and are arguments, so one trace
+    serves every fitted GMM of the same shape (active learning fits a new one each round).
+    ``log N(z | mu_c, L_c L_c^T) = -||L_c^{-1}(z - mu_c)||^2 / 2 - log|det L_c| - D/2 log 2 pi``,
+    the value of ``components.log_prob(features[:, None, :])`` (tested against it and scipy).
 
     Returns:
       ``(class_log_densities [batch, classes], log_density [batch],
       weighted_log_density [batch])`` in nats, float64.
     """
-    # log N(z | mu_c, L_c L_c^T) = -||L_c^{-1}(z - mu_c)||^2 / 2 - log|det L_c| - D/2 log 2 pi.
-    # Same value as components.log_prob(features[:, None, :]) (tested), but one triangular
-    # solve with `batch` right-hand sides per class (BLAS-3) instead of batch x classes
-    # matrix-vector solves: ~10x faster at dim 512.
-    dim = tf.cast(tf.shape(means)[1], tf.float64)
-    centred = tf.transpose(features[None, :, :] - means[:, None, :], [0, 2, 1])
-    whitened = tf.linalg.triangular_solve(scale_tril, centred, lower=True)
-    mahalanobis = tf.reduce_sum(tf.square(whitened), axis=1)  # [classes, batch]
-    log_det = tf.reduce_sum(tf.math.log(tf.linalg.diag_part(scale_tril)), axis=-1)
-    const = 0.5 * dim * np.log(2.0 * np.pi)
-    class_log_densities = tf.transpose(-0.5 * mahalanobis - log_det[:, None] - const)
+    classes = tf.shape(log_det)[0]
+    dim = tf.shape(centre)[0]
+    centred = features - centre
+    mahalanobis = tf.zeros([tf.shape(features)[0], classes], tf.float64)
+    for weight, offset in zip(weights, offsets):
+        whitened = tf.matmul(centred[:, :tf.shape(weight)[0]], weight) - offset
+        mahalanobis += tf.reduce_sum(
+            tf.reshape(tf.square(whitened), [tf.shape(features)[0], classes, -1]), axis=-1)
+    const = 0.5 * tf.cast(dim, tf.float64) * np.log(2.0 * np.pi)
+    class_log_densities = -0.5 * mahalanobis - log_det - const
     log_density = tf.reduce_logsumexp(class_log_densities, axis=-1)
     weighted = tf.reduce_logsumexp(class_log_densities + log_priors, axis=-1)
     return class_log_densities, log_density, weighted

@@ -107,7 +107,7 @@ def load_splits(config, args):
     """``(train, test, length)``: repeated fixed-order train batches, one-pass test batches."""
     name, train_split, test_split, length = CONFIGS[config]
     if config == "mnist":
-        kwargs = dict(data_dir=args.mnist_dir, preprocess=_flatten, cache=True)
+        kwargs = dict(data_dir=args.mnist_dir, preprocess=_flatten)
     else:
         kwargs = dict(data_dir=args.data_dir)
     train = data.load(name, train_split, args.batch_size, repeat=True, **kwargs)

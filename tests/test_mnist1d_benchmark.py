@@ -213,3 +213,32 @@ def test_models_on_784_point_sequences(name, features):
     model = get_model(name, num_classes=10, input_shape=(784,))
     assert tuple(model.get_layer("features").output.shape) == (None, features)
     assert tuple(model.output.shape) == (None, 10)
+
+
+def _load_plot_script():
+    spec = importlib.util.spec_from_file_location(
+        "plot_mnist1d", ROOT / "experiments" / "plot_mnist1d.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plot_script_templates_and_transformations(tmp_path):
+    written = _load_plot_script().main(["--figures", "templates", "transformations",
+                                        "--sample", "1234", "--output-dir", str(tmp_path)])
+    assert [pathlib.Path(p).name for p in written] == ["templates.png", "transformations.png"]
+    assert all(pathlib.Path(p).stat().st_size > 10_000 for p in written)
+    with pytest.raises(ValueError, match="sample="):
+        _load_plot_script().main(["--figures", "transformations", "--sample", "5000",
+                                  "--output-dir", str(tmp_path)])
+
+
+@pytest.mark.real_data
+def test_plot_script_tsne_tiny(tmp_path, mnist_data_dir):
+    script = _load_plot_script()
+    embeddings = script.tsne_embeddings(60, 0, mnist_data_dir)
+    assert set(embeddings) == {"MNIST", "MNIST-1D"}
+    for z, y in embeddings.values():
+        assert z.shape == (60, 2) and y.shape == (60,) and np.isfinite(z).all()
+    script.plot_tsne(tmp_path / "tsne.png", embeddings)
+    assert (tmp_path / "tsne.png").stat().st_size > 10_000

@@ -22,7 +22,10 @@ OWN_ERRORS = (torch_pickle.TorchFileFormatError, torch_pickle.UnsafePickleError)
 
 # ---- an independent writer: pickle opcodes assembled by hand -------------------------------
 def _int(v):
-    return b"J" + struct.pack("<i", v) if -2**31 <= v < 2**31 else b"\x8a\x08" + struct.pack("<q", v)
+    """BININT for 32-bit values, LONG1 (8 bytes) beyond."""
+    if -2**31 <= v < 2**31:
+        return b"J" + struct.pack("<i", v)
+    return b"\x8a\x08" + struct.pack("<q", v)
 
 
 def _str(s):

@@ -2,9 +2,12 @@
 
 * :mod:`ddu_tf.io.mnist_idx` -- IDX files of MNIST / Fashion-MNIST (verified by SHA-256),
   the manual directory (``$DDU_TF_DATA_DIR``) and downloads;
-* :mod:`ddu_tf.io.torch_pickle` -- torch ``.pt`` tensors without torch and without executing
-  pickled code;
-* :mod:`ddu_tf.io.mnist1d` -- the MNIST-1D generator, bit-exact with the reference package.
+* :mod:`ddu_tf.io.safe_pickle` -- restricted, size-bounded unpickling of foreign files (plain
+  data and numeric NumPy arrays; the base of the ``.pt`` reader);
+* :mod:`ddu_tf.io.torch_pickle` -- torch ``.pt`` tensors without torch, without executing
+  pickled code, and with every declared size checked before reading;
+* :mod:`ddu_tf.io.mnist1d` -- the MNIST-1D generator, bit-exact with the reference package,
+  its transformation steps, and a reader of the published ``mnist1d_data.pkl``.
 
 ``tfds_builders`` import this package only; ``ddu_tf.data`` (pipelines) sits above both.
 """

@@ -25,12 +25,18 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, Mapping
+import os
+import pathlib
+from typing import Any, Mapping, Optional
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-__all__ = ["DatasetArgs", "get_dataset_args", "get_templates", "make_dataset"]
+from ddu_tf.io import safe_pickle
+
+__all__ = ["DatasetArgs", "get_dataset_args", "get_templates", "make_dataset",
+           "transformation_steps", "TRANSFORMATION_STEPS", "load_published", "published_path",
+           "Mnist1dFileError", "PUBLISHED_ENV"]
 
 # Constants of NumPy's legacy MT19937 conversions (numpy/random/src/legacy, mt19937.h).
 _TWO_POW_26 = 67108864.0
@@ -284,7 +290,8 @@ def _replay_stream(rng: np.random.RandomState, bitgen: np.random.MT19937, n: int
 
 
 def _transform_block(dilated: np.ndarray, template_index: np.ndarray, shifts: np.ndarray,
-                     uniforms: np.ndarray, noise: np.ndarray, args: DatasetArgs) -> np.ndarray:
+                     uniforms: np.ndarray, noise: np.ndarray, args: DatasetArgs,
+                     steps: Optional[dict] = None) -> np.ndarray:
     """The reference's per-sample transform after padding and dilation, for a block of samples.
 
     Args:
@@ -294,21 +301,49 @@ def _transform_block(dilated: np.ndarray, template_index: np.ndarray, shifts: np
         uniforms: ``[b, 3]`` the padding, scale and shear ``rand()`` draws.
         noise: ``[b, 2D]`` the correlated-noise then iid-noise ``randn`` draws.
         args: generation arguments.
+        steps: if a dict, receives a copy of the ``[b, D]`` signals after each step
+            (``scaled``, ``translated``, ``correlated_noise``, ``iid_noise``, ``sheared``).
 
     Returns:
         ``[b, final_seq_length]`` float64 signals before the global standardisation.
     """
     length = dilated.shape[1]
+    scale = (1 + args.scale_coeff * (uniforms[:, 1] - 0.5))[:, None]
     cols = (np.arange(length)[None, :] - shifts[:, None]) % length
     x = dilated.reshape(-1)[(template_index * length)[:, None] + cols]  # roll right by k
-    x *= (1 + args.scale_coeff * (uniforms[:, 1] - 0.5))[:, None]  # commutes with the roll
+    if steps is not None:
+        steps["scaled"] = dilated[template_index] * scale
+    x *= scale  # commutes with the roll
+    if steps is not None:
+        steps["translated"] = x.copy()
     corr = gaussian_filter1d(args.corr_noise_scale * noise[:, :length], _CORR_NOISE_SIGMA,
                              axis=-1)
     x = np.where(x != 0, x, corr)
+    if steps is not None:
+        steps["correlated_noise"] = x.copy()
     x += args.iid_noise_scale * noise[:, length:]
+    if steps is not None:
+        steps["iid_noise"] = x.copy()
     shear = args.shear_scale * (uniforms[:, 2] - 0.5)
     x -= shear[:, None] * np.linspace(-0.5, 0.5, length)[None, :]
+    if steps is not None:
+        steps["sheared"] = x.copy()
     return _interp_rows(x, args.final_seq_length)
+
+
+def _pad_rows(base: np.ndarray, p: int) -> np.ndarray:
+    """``[rows, T] -> [rows, T + p]``: ``p`` zeros appended (the reference's ``pad``)."""
+    padded = np.zeros((base.shape[0], base.shape[1] + p))
+    padded[:, :base.shape[1]] = base
+    return padded
+
+
+def _seeded_stream(seed: int):
+    """``(RandomState, MT19937)`` sharing one state equal to ``RandomState(seed)``'s."""
+    rng = np.random.RandomState(seed)
+    bitgen = np.random.MT19937()
+    bitgen.state = {"bit_generator": "MT19937", "state": rng.get_state(legacy=False)["state"]}
+    return np.random.RandomState(bitgen), bitgen
 
 
 def make_dataset(args: Any = None, **overrides) -> dict[str, Any]:
@@ -347,10 +382,7 @@ def make_dataset(args: Any = None, **overrides) -> dict[str, Any]:
     low, high = args.padding
     dilated_len = args.template_len + high
 
-    rng = np.random.RandomState(args.seed)
-    bitgen = np.random.MT19937()
-    bitgen.state = {"bit_generator": "MT19937", "state": rng.get_state(legacy=False)["state"]}
-    stream = np.random.RandomState(bitgen)  # shares bitgen's state: one stream
+    stream, bitgen = _seeded_stream(args.seed)
     uniforms, shifts, normals = _replay_stream(stream, bitgen, n, args.max_translation,
                                                2 * dilated_len)
     labels = np.repeat(templates["y"], per_class)
@@ -359,12 +391,9 @@ def make_dataset(args: Any = None, **overrides) -> dict[str, Any]:
     # (num_classes x num_pads) dilated templates are made once and gathered per sample.
     pads = low + (uniforms[:, 0] * (high - low + 1)).astype(np.int64)
     base = templates["x"] + _TEMPLATE_EPS
-    template_points = base.shape[1]
     dilated = np.empty((num_classes, high - low + 1, dilated_len))
     for p in range(low, high + 1):
-        padded = np.zeros((num_classes, template_points + p))
-        padded[:, :template_points] = base
-        dilated[:, p - low] = _interp_rows(padded, dilated_len)
+        dilated[:, p - low] = _interp_rows(_pad_rows(base, p), dilated_len)
     template_index = labels * (high - low + 1) + (pads - low)
 
     x = np.empty((n, args.final_seq_length))
@@ -389,3 +418,147 @@ def make_dataset(args: Any = None, **overrides) -> dict[str, Any]:
     split_ix = int(n * args.train_split)
     return {"x": x[:split_ix], "x_test": x[split_ix:], "y": y[:split_ix], "y_test": y[split_ix:],
             "t": t, "templates": templates}
+
+
+#: Keys of :func:`transformation_steps` holding signals, in the reference's order.
+TRANSFORMATION_STEPS = ("template", "padded", "dilated", "scaled", "translated",
+                        "correlated_noise", "iid_noise", "sheared", "final")
+
+
+def transformation_steps(args: Any = None, *, sample: int = 0, **overrides) -> dict[str, Any]:
+    """One sample of :func:`make_dataset` after each step of the reference's transform.
+
+    Replays the random stream of ``make_dataset`` up to ``sample`` (generation order:
+    label-major, sample ``i`` has label ``i // (num_samples // 10)``) and runs the same code
+    on that one sample, keeping every intermediate signal.
+
+    Args:
+        args: as for :func:`make_dataset`.
+        sample: index in generation order (before the final permutation).
+        **overrides: fields of :class:`DatasetArgs`.
+
+    Returns:
+        ``template`` ``[template_len]`` (whitened template + 1e-8), ``padded``
+        ``[template_len + p]``, ``dilated`` / ``scaled`` / ``translated`` /
+        ``correlated_noise`` / ``iid_noise`` / ``sheared`` ``[template_len + padding[1]]``,
+        ``final`` ``[final_seq_length]`` (before the dataset-wide standardisation), all
+        float64; and the draws ``label``, ``padding`` (p), ``scale`` (factor), ``shift``
+        (k, points) and ``shear`` (coefficient).
+
+    Raises:
+        ValueError: for an invalid argument or ``sample`` outside ``[0, N)``.
+    """
+    args = _coerce_args(args)
+    if overrides:
+        args = get_dataset_args(**{**dataclasses.asdict(args), **overrides})
+    templates = get_templates()
+    per_class = args.num_samples // templates["y"].shape[0]
+    n = per_class * templates["y"].shape[0]
+    if not isinstance(sample, numbers.Integral) or not 0 <= sample < n:
+        raise ValueError(f"Expected sample in [0, {n}). Received: sample={sample!r}")
+    low, high = args.padding
+    dilated_len = args.template_len + high
+    stream, bitgen = _seeded_stream(args.seed)
+    uniforms, shifts, normals = _replay_stream(stream, bitgen, sample + 1, args.max_translation,
+                                               2 * dilated_len)
+    label = int(sample // per_class)
+    pad = low + int(uniforms[sample, 0] * (high - low + 1))
+    template = templates["x"][label] + _TEMPLATE_EPS
+    padded = _pad_rows(template[None], pad)
+    dilated = _interp_rows(padded, dilated_len)
+    steps = {"template": template, "padded": padded[0], "dilated": dilated[0]}
+    final = _transform_block(dilated, np.zeros(1, np.int64), shifts[sample:], uniforms[sample:],
+                             normals[sample][None], args, steps)
+    out = {key: (value[0] if value.ndim == 2 else value) for key, value in steps.items()}
+    out["final"] = final[0]
+    out.update(label=label, padding=pad, shift=int(shifts[sample]),
+               scale=float(1 + args.scale_coeff * (uniforms[sample, 1] - 0.5)),
+               shear=float(args.shear_scale * (uniforms[sample, 2] - 0.5)))
+    return out
+
+
+# ---- the published file ------------------------------------------------------------------
+
+#: Environment variable naming the published ``mnist1d_data.pkl`` (else ``published_path``
+#: looks in ``$DDU_TF_DATA_DIR/mnist1d/``).
+PUBLISHED_ENV = "MNIST1D_PKL"
+
+
+class Mnist1dFileError(safe_pickle.PickleFileError):
+    """The file is not a well-formed MNIST-1D pickle (``mnist1d_data.pkl`` layout)."""
+
+
+def published_path() -> Optional[pathlib.Path]:
+    """Where the published ``mnist1d_data.pkl`` is, or None.
+
+    ``$MNIST1D_PKL`` if set, else ``$DDU_TF_DATA_DIR/mnist1d/mnist1d_data.pkl`` if that file
+    exists. (The file is the repository's ``mnist1d_data.pkl``; ddu_tf never downloads it.)
+    """
+    if os.environ.get(PUBLISHED_ENV):
+        return pathlib.Path(os.environ[PUBLISHED_ENV])
+    root = os.environ.get("DDU_TF_DATA_DIR")
+    candidate = pathlib.Path(root) / "mnist1d" / "mnist1d_data.pkl" if root else None
+    return candidate if candidate is not None and candidate.is_file() else None
+
+
+def _expect_array(data: dict, key: str, kinds: str, ndim: int, what: str) -> np.ndarray:
+    value = data.get(key)
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in kinds or value.ndim != ndim:
+        got = (f"{value.dtype} array of shape {value.shape}" if isinstance(value, np.ndarray)
+               else type(value).__name__)
+        raise Mnist1dFileError(f"{what}: expected {key!r} to be a {ndim}-D "
+                               f"{'float' if kinds == 'f' else 'integer'} array. Received: {got}")
+    return value
+
+
+def load_published(path: os.PathLike) -> dict[str, Any]:
+    """Reads the published ``mnist1d_data.pkl`` (or any pickle of ``make_dataset``'s output),
+    executing no code.
+
+    Only plain data is unpickled (dicts, lists, numbers, numeric NumPy arrays; see
+    :func:`ddu_tf.io.safe_pickle.load_numpy_pickle`): a global such as ``os.system`` raises
+    ``UnsafePickleError`` before anything runs, and a field declaring more bytes than the file
+    holds is refused before it is allocated.
+
+    Args:
+        path: the pickle file.
+
+    Returns:
+        ``{"x": float [n, L], "x_test": float [m, L], "y": int [n], "y_test": int [m],
+        "t": float [L], "templates": {"x": float [10, T], "t": float [T], ...}}`` as stored
+        (float64 / int64 in the published file; ``L`` = 40, ``T`` = 12).
+
+    Raises:
+        FileNotFoundError: no such file.
+        safe_pickle.UnsafePickleError: the pickle references code.
+        Mnist1dFileError: truncated or corrupt, or not this layout (named in the message).
+    """
+    what = os.fspath(path)
+    data = safe_pickle.load_numpy_pickle(path, error_type=Mnist1dFileError)
+    if not isinstance(data, dict):
+        raise Mnist1dFileError(f"{what}: expected a dict with keys x, x_test, y, y_test, t, "
+                               f"templates. Received: {type(data).__name__}")
+    x = _expect_array(data, "x", "f", 2, what)
+    x_test = _expect_array(data, "x_test", "f", 2, what)
+    y = _expect_array(data, "y", "iu", 1, what)
+    y_test = _expect_array(data, "y_test", "iu", 1, what)
+    t = _expect_array(data, "t", "f", 1, what)
+    if not (x.shape[0] == y.shape[0] and x_test.shape[0] == y_test.shape[0]
+            and x.shape[1] == x_test.shape[1] == t.shape[0]):
+        raise Mnist1dFileError(
+            f"{what}: inconsistent shapes: x {x.shape}, y {y.shape}, x_test {x_test.shape}, "
+            f"y_test {y_test.shape}, t {t.shape}. Expected x [n, L], y [n], x_test [m, L], "
+            "y_test [m], t [L].")
+    for key, labels in (("y", y), ("y_test", y_test)):
+        if labels.size and not 0 <= labels.min() <= labels.max() <= 9:
+            raise Mnist1dFileError(f"{what}: expected {key} labels in [0, 9]. Received: "
+                                   f"[{labels.min()}, {labels.max()}]")
+    templates = data.get("templates")
+    if not isinstance(templates, dict):
+        raise Mnist1dFileError(f"{what}: expected 'templates' to be a dict. "
+                               f"Received: {type(templates).__name__}")
+    tx = _expect_array(templates, "x", "f", 2, f"{what}: templates")
+    tt = _expect_array(templates, "t", "f", 1, f"{what}: templates")
+    if tx.shape[1] != tt.shape[0]:
+        raise Mnist1dFileError(f"{what}: templates x {tx.shape} and t {tt.shape} disagree.")
+    return data

@@ -20,10 +20,16 @@ class Mnist1dBuilderTest(tfds.testing.DatasetBuilderTestCase):
     EXAMPLE_DIR = str(pathlib.Path(__file__).resolve().parent)
 
 
-def _reference(shuffle_seq):
+def _reference(shuffle_seq=False, **overrides):
     args = reference.get_dataset_args()
     args.shuffle_seq = shuffle_seq
-    return reference.make_dataset(args)
+    args.__dict__.update({k: (list(v) if isinstance(v, tuple) else v)
+                          for k, v in overrides.items()})
+    state = np.random.get_state()  # the reference reseeds NumPy's global generator
+    try:
+        return reference.make_dataset(args)
+    finally:
+        np.random.set_state(state)
 
 
 def _as_numpy(builder, split):
@@ -80,3 +86,79 @@ def test_large_config_sizes_and_values(tmp_path):
     x, y = _as_numpy(builder, "test")
     np.testing.assert_array_equal(x, expected["x_test"].astype(np.float32))
     np.testing.assert_array_equal(y, expected["y_test"])
+
+
+# Two non-default variants touching every kind of argument (ints, floats, the padding pair,
+# the split, the output length, the seed, the spatial shuffle).
+VARIANTS = [
+    dict(num_samples=600, max_translation=20, shear_scale=0.0, corr_noise_scale=0.5, seed=7),
+    dict(num_samples=410, train_split=0.5, template_len=15, padding=(10, 30), scale_coeff=0.8,
+         max_translation=40,
+         iid_noise_scale=0.1, final_seq_length=64, shuffle_seq=True, seed=123),
+]
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_custom_variant_through_builder_kwargs_equals_reference(tmp_path, overrides):
+    """``tfds.load('mnist1d', builder_kwargs=...)`` builds the variant; float32 cast of the
+    reference package's arrays for the same arguments, and t / templates in the metadata."""
+    expected = _reference(**overrides)
+    splits, info = tfds.load("mnist1d", split=["train", "test"], data_dir=tmp_path,
+                             batch_size=-1, as_supervised=True, with_info=True,
+                             builder_kwargs=dict(overrides))
+    for (x, y), xk, yk in zip(tfds.as_numpy(splits), ("x", "x_test"), ("y", "y_test")):
+        assert x.dtype == np.float32 and x.shape == expected[xk].shape
+        np.testing.assert_array_equal(x, expected[xk].astype(np.float32))
+        np.testing.assert_array_equal(y, expected[yk])
+    assert info.features["x"].shape == (overrides.get("final_seq_length", 40),)
+    arrays = mnist1d_dataset_builder.metadata_arrays(info)
+    assert np.array_equal(arrays["t"], expected["t"])
+    for key in ("x", "t"):
+        assert np.array_equal(arrays["templates"][key], expected["templates"][key])
+    assert info.metadata["args"]["seed"] == overrides["seed"]
+    # The config object spelling gives the same variant (same name, same directory).
+    config = mnist1d_dataset_builder.Mnist1dConfig.variant(**overrides)
+    assert info.config_name == config.name
+    assert tfds.builder("mnist1d", data_dir=tmp_path, config=config).is_prepared()
+
+
+def test_metadata_of_default_config_equals_reference(tmp_path):
+    builder = tfds.builder("mnist1d", data_dir=tmp_path)
+    builder.download_and_prepare()
+    # Reopened from disk: the metadata is read back from the prepared directory.
+    arrays = mnist1d_dataset_builder.metadata_arrays(
+        tfds.builder("mnist1d", data_dir=tmp_path).info)
+    expected = _reference()
+    assert np.array_equal(arrays["t"], expected["t"])
+    assert np.array_equal(arrays["templates"]["x"], expected["templates"]["x"])
+    np.testing.assert_array_equal(arrays["templates"]["y"], np.arange(10))
+
+
+def test_variant_names_and_predefined_configs():
+    variant = mnist1d_dataset_builder.Mnist1dConfig.variant
+    assert variant(num_samples=100_000) is mnist1d_dataset_builder.Builder.builder_configs["large"]
+    assert variant() is mnist1d_dataset_builder.Builder.builder_configs["default"]
+    assert (variant(seed=3, padding=[30, 40]).name == "padding-30-40__seed-3")
+    assert variant(seed=3).name != variant(seed=4).name
+    # Arguments on top of a named config.
+    builder = mnist1d_dataset_builder.Builder(config="shuffled", seed=3)
+    assert builder.builder_config.name == "shuffle_seq-True__seed-3"
+
+
+@pytest.mark.parametrize("overrides, name", [
+    (dict(seed=-1), "seed"), (dict(max_translation=0), "max_translation"),
+    (dict(padding=(5, 2)), "padding"), (dict(final_seq_length=3), "final_seq_length"),
+    (dict(train_split=1.5), "train_split")])
+def test_invalid_arguments_rejected_like_make_dataset(overrides, name):
+    """The config validates through ddu_tf.io.mnist1d.get_dataset_args: same message."""
+    from ddu_tf.io import mnist1d
+
+    with pytest.raises(ValueError) as expected:
+        mnist1d.make_dataset(**overrides)
+    with pytest.raises(ValueError, match=f"{name}=") as got:
+        mnist1d_dataset_builder.Mnist1dConfig(name="bad", **overrides)
+    assert str(got.value) == str(expected.value)
+    with pytest.raises(ValueError, match=f"{name}="):
+        mnist1d_dataset_builder.Builder(**overrides)
+    with pytest.raises(ValueError, match="Unknown MNIST-1D config"):
+        mnist1d_dataset_builder.Builder(config="nope", seed=1)

@@ -4,7 +4,7 @@ import pytest
 import scipy.special
 import scipy.stats
 
-from ddu_tf.data import ambiguous_generation as ag
+from ddu_tf.generation import ambiguous_mnist as ag
 from ddu_tf.io import mnist_idx
 
 

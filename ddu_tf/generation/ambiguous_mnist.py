@@ -46,8 +46,8 @@ import numpy as np
 import scipy.special
 import tensorflow as tf
 
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
+from ddu_tf.data.dirty_mnist import MNIST_MEAN, MNIST_STD, normalize
+from ddu_tf.models.lenet import lenet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,11 +110,6 @@ class AmbiguousSet:
     predictive_entropy: np.ndarray
     mutual_information: np.ndarray
     info: Dict[str, float]
-
-
-def normalize(x01: np.ndarray) -> np.ndarray:
-    """``(x - 0.1307) / 0.3081`` for pixels ``x`` in [0, 1] (float32, same shape)."""
-    return ((np.asarray(x01, np.float32) - MNIST_MEAN) / MNIST_STD).astype(np.float32)
 
 
 class VAE:
@@ -213,8 +208,6 @@ def train_lenet(images01: np.ndarray, labels: np.ndarray, seed: int, epochs: int
       images01: float32 ``[n, 28, 28]`` pixels in [0, 1]; labels: int64 ``[n]``.
       seed: initialisation and batch-order seed.
     """
-    from ddu_tf.models.lenet import lenet  # models sit downstream of data in the layout
-
     keras.utils.set_random_seed(seed)
     model = lenet(num_classes=10, input_shape=(28, 28, 1))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),

@@ -1,4 +1,4 @@
-"""The shipped regenerated Ambiguous-MNIST file: its format, a deterministic writer, a checked reader.
+"""The shipped regenerated Ambiguous-MNIST file: format, deterministic writer, checked reader.
 
 The file (``ddu_tf/io/data/ambiguous_mnist_generated.npz``) is written by
 `ddu_tf.generation.ambiguous_mnist` (command: `REBUILD_COMMAND`) and holds, for ``N`` images
@@ -6,7 +6,7 @@ The file (``ddu_tf/io/data/ambiguous_mnist_generated.npz``) is written by
 
     images              uint8   [N, 28, 28]  pixels 0..255 (= round(255 x) of x in [0, 1])
     labels              uint8   [N, 10]      10 labels per image, classes 0..9
-    probs               float32 [N, 10]      scoring-ensemble mean softmax the labels were drawn from
+    probs               float32 [N, 10]      ensemble-mean softmax the labels were drawn from
     predictive_entropy  float32 [N]          H[probs] in nats
     mutual_information  float32 [N]          ensemble mutual information in nats
     metadata            0-d unicode array    JSON: config, counts, histograms, the command

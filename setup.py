@@ -13,7 +13,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["ddu_tf", "ddu_tf.*", "tfds_builders", "tfds_builders.*"]),
-    package_data={"tfds_builders": ["*/checksums.tsv", "*/dummy_data/**/*", "*/dummy_data/*"]},
+    package_data={"tfds_builders": ["*/checksums.tsv", "*/dummy_data/**/*", "*/dummy_data/*"],
+                  # the generated Ambiguous-MNIST read by ddu_tf.io.ambiguous_mnist
+                  "ddu_tf": ["io/data/*.npz"]},
     include_package_data=True,
     install_requires=[
         "tensorflow>=2.21",

@@ -23,7 +23,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ddu_tf  # noqa: E402,F401  (registers the TFDS builders)
-from ddu_tf.data import ambiguous_generation, dirty_mnist
+from ddu_tf import uncertainty  # noqa: E402
+from ddu_tf.data import dirty_mnist  # noqa: E402
+from ddu_tf.generation import ambiguous_mnist  # noqa: E402
 from ddu_tf.io import mnist_idx  # noqa: E402
 from tfds_builders.ambiguous_mnist import ambiguous_mnist_dataset_builder  # noqa: E402,F401
 
@@ -102,12 +104,16 @@ def main():
     t0 = time.time()
     x_train, y_train = mnist_idx.load_idx_arrays("mnist", "train", args.data_dir)
     x_test, y_test = mnist_idx.load_idx_arrays("mnist", "test", args.data_dir)
-    model = ambiguous_generation.train_lenet(x_train.astype(np.float32) / 255.0, y_train,
-                                             seed=args.lenet_seed, epochs=args.lenet_epochs)
-    mnist_h = ambiguous_generation.softmax_entropy(model, x_test.astype(np.float32) / 255.0)
-    amb_h = ambiguous_generation.softmax_entropy(model, images)
-    logits = model.predict(dirty_mnist.normalize(x_test.astype(np.float32) / 255.0)[..., None],
-                           batch_size=4096, verbose=0)
+    model = ambiguous_mnist.train_lenet(x_train.astype(np.float32) / 255.0, y_train,
+                                        seed=args.lenet_seed, epochs=args.lenet_epochs)
+
+    def logits_of(images01):
+        return model.predict(dirty_mnist.normalize(images01)[..., None], batch_size=4096,
+                             verbose=0)
+
+    logits = logits_of(x_test.astype(np.float32) / 255.0)
+    mnist_h = uncertainty.softmax_entropy(logits).numpy()
+    amb_h = uncertainty.softmax_entropy(logits_of(images.astype(np.float32))).numpy()
     label_h = entropy(dist)
     stats = {
         "variant": args.variant,

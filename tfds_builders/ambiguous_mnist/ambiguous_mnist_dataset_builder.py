@@ -4,9 +4,9 @@ Configs:
   official: the released ``amnist_samples.pt`` / ``amnist_labels.pt`` (12k images x 10 labels),
     read from the manual dir (``<manual_dir>/ambiguous_mnist/`` or ``$DDU_TF_DATA_DIR``) or
     downloaded from the GitHub release ``data-v1.0.0``; MD5-verified; parsed without torch.
-  generated: regenerated offline from MNIST by `ddu_tf.data.ambiguous_generation.generate`
-    (default scale: 12k images; VAE 15 epochs, 5 LeNets x 4 epochs, 320k candidates instead
-    of ~4M; 10-25 min on 2 CPU cores). Same seed and machine -> identical bytes.
+  generated: regenerated offline from MNIST by `ddu_tf.generation.ambiguous_mnist.generate`
+    (default scale: `GenerationConfig()`, 12k images; the full candidate pool takes tens of
+    minutes on 2 CPU cores). Same seed and machine -> identical bytes.
   generated_tiny: the same recipe at smoke-test scale (20 images; seconds).
 
 Each example is one flattened (image, label) pair: pair ``j`` = image ``j // 10`` with its
@@ -24,7 +24,8 @@ from typing import Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ddu_tf.data import ambiguous_generation, dirty_mnist
+from ddu_tf.data import dirty_mnist
+from ddu_tf.generation import ambiguous_mnist as ambiguous_generation
 from ddu_tf.io import mnist_idx
 
 _CITATION = """

@@ -13,7 +13,8 @@
 #
 # QUEUE_TREE=<dir> runs the jobs in another checkout (a `git worktree` pinned at a tested
 # commit, whose results/ is a symlink to this one's), so that editing this tree never changes
-# the code of a study half-way; move it on with `git -C <dir> checkout --detach <commit>`.
+# the code of a study half-way. To move it on between two jobs, write the commit into
+# .queue/tree_commit: the runner calls experiments/update_queue_tree.sh before the next job.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 QUEUE=${QUEUE:-results/queue.txt}
@@ -35,6 +36,10 @@ while true; do
     sleep 60; continue
   fi
   name=${job%%$'\t'*}; cmd=${job#*$'\t'}
+  if [ -n "${QUEUE_TREE:-}" ] && [ -s "$STATE/tree_commit" ]; then
+    echo "$(date -Is) moving $QUEUE_TREE to $(cat "$STATE/tree_commit")"
+    bash experiments/update_queue_tree.sh "$QUEUE_TREE" "$(cat "$STATE/tree_commit")" && rm "$STATE/tree_commit"
+  fi
   echo "$(date -Is) start $name: $cmd"
   start=$(date +%s)
   (cd "${QUEUE_TREE:-.}" && bash -c "$cmd")

@@ -201,15 +201,15 @@ def load_generated(path: Optional[os.PathLike] = None, sha256: Optional[str] = N
                 f"Expected sha256=<hex digest> for a generated Ambiguous-MNIST file other than "
                 f"the shipped one. Received: path={str(path)!r} and no sha256.")
         sha256 = GENERATED_SHA256
-        if sha256 is None:
-            raise GeneratedFileError(
-                f"No SHA-256 is recorded for the shipped file {path} "
-                "(ddu_tf.io.ambiguous_mnist.GENERATED_SHA256 is None): build it with "
-                f"`{REBUILD_COMMAND}` and record its digest, or pass sha256= explicitly.")
     if not path.is_file():
         raise FileNotFoundError(
             f"Generated Ambiguous-MNIST file not found: {path}. Rebuild it with "
             f"`{REBUILD_COMMAND} --output {path}`.")
+    if sha256 is None:
+        raise GeneratedFileError(
+            f"No SHA-256 is recorded for the shipped file {path} "
+            "(ddu_tf.io.ambiguous_mnist.GENERATED_SHA256 is None): build it with "
+            f"`{REBUILD_COMMAND}` and record its digest, or pass sha256= explicitly.")
     actual = sha256_of(path)
     if actual != sha256.lower():
         raise GeneratedFileError(

@@ -37,7 +37,6 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ddu_tf.data import dirty_mnist
 from ddu_tf.io import ambiguous_mnist as amnist_io
 from ddu_tf.io import mnist_idx
 
@@ -134,15 +133,15 @@ def manual_dir_or_none(dl_manager) -> Optional[str]:
 def official_arrays(dl_manager):
     """Official images float32 [N, 28, 28] and labels int64 [N, 10]: manual dir, then
     ``$DDU_TF_DATA_DIR``, then download through ``dl_manager``; MD5-verified either way."""
-    found = dirty_mnist.find_ambiguous_files(manual_dir_or_none(dl_manager))
+    found = amnist_io.find_ambiguous_files(manual_dir_or_none(dl_manager))
     if found is None:
         try:
-            found = dl_manager.download({role: dirty_mnist.AMBIGUOUS_URL + name
+            found = dl_manager.download({role: amnist_io.AMBIGUOUS_URL + name
                                          for role, (name, _) in
-                                         dirty_mnist.AMBIGUOUS_FILES.items()})
+                                         amnist_io.AMBIGUOUS_FILES.items()})
         except Exception as e:  # network / DNS / HTTP failures differ by TFDS backend
-            raise dirty_mnist.ambiguous_missing_error(manual_dir_or_none(dl_manager)) from e
-    return dirty_mnist.read_official_ambiguous(found["samples"], found["labels"])
+            raise amnist_io.ambiguous_missing_error(manual_dir_or_none(dl_manager)) from e
+    return amnist_io.read_official_ambiguous(found["samples"], found["labels"])
 
 
 def file_arrays(config: AmbiguousMnistConfig) -> Tuple[np.ndarray, np.ndarray]:
@@ -189,13 +188,14 @@ def ambiguous_arrays(dl_manager, config: AmbiguousMnistConfig) -> Tuple[np.ndarr
 
 
 def pair_records(images: np.ndarray, labels: np.ndarray, split: str):
-    """``(key, record)`` of one split's pairs in published order (`flatten_pairs`).
+    """``(key, record)`` of one split's pairs in published order
+    (`ddu_tf.io.ambiguous_mnist.flatten_pairs`).
 
     ``key`` is the global pair index ``j``; ``record`` has ``image`` float32 [28, 28, 1],
     ``label``, ``is_ambiguous`` (True), ``sample_id`` (image ``j // 10``), ``pair_id`` (``j``)
     and ``label_distribution`` float32 [10] (the image's empirical label distribution).
     """
-    pairs = dirty_mnist.flatten_pairs(images, labels, split)
+    pairs = amnist_io.flatten_pairs(images, labels, split)
     for i in range(len(pairs["label"])):
         yield int(pairs["pair_id"][i]), {
             "image": pairs["images"][i][..., None],
@@ -215,7 +215,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
     Offline use: put the files in the manual dir (or in $DDU_TF_DATA_DIR) as
       ambiguous_mnist/amnist_samples.pt, ambiguous_mnist/amnist_labels.pt   (config `official`,
-        from {dirty_mnist.AMBIGUOUS_URL})
+        from {amnist_io.AMBIGUOUS_URL})
       mnist/train-images-idx3-ubyte.gz, mnist/train-labels-idx1-ubyte.gz  (config
         `generated_tiny`, from {mnist_idx.URLS['mnist']})
     Without them the builder downloads from those URLs. `generated` needs no download: it reads

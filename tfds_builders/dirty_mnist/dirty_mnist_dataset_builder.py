@@ -6,7 +6,7 @@ the 60k MNIST training images in IDX order, then the Ambiguous-MNIST train pairs
 (an image's 10 labels adjacent), 120k in all; ``test`` = the 10k MNIST test images, then the
 Ambiguous-MNIST test pairs, 70k. So ``split="train[:60000]"`` is exactly MNIST train, and
 ``train[60000 + 10 * a:60000 + 10 * b]`` holds exactly ambiguous train images ``a..b-1`` (of the
-split; `ddu_tf.data.dirty_mnist.tfds_slices` writes these strings). Images are float32
+split; `ddu_tf.data.dirty_mnist.tfds_slice` writes these strings). Images are float32
 ``[28, 28, 1]`` in [0, 1] (MNIST: uint8 / 255; Ambiguous-MNIST: the stored floats), NOT
 normalised and without noise: `ddu_tf.data.dirty_mnist.tfds_transform` is the pip package's
 transform (normalisation (0.1307, 0.3081) + fixed N(0, 0.05^2) noise) as a ``tf.data`` map, and
@@ -31,7 +31,7 @@ from typing import Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ddu_tf.data import dirty_mnist
+from ddu_tf.io import ambiguous_mnist as amnist_io
 from ddu_tf.io import mnist_idx
 from tfds_builders.ambiguous_mnist import ambiguous_mnist_dataset_builder as amnist_builder
 
@@ -63,7 +63,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     Offline use: put the files in the manual dir (or in $DDU_TF_DATA_DIR) as
       mnist/{{train,t10k}}-{{images-idx3,labels-idx1}}-ubyte.gz  (from {mnist_idx.URLS['mnist']})
       ambiguous_mnist/amnist_samples.pt, ambiguous_mnist/amnist_labels.pt  (config `official`,
-        from {dirty_mnist.AMBIGUOUS_URL})
+        from {amnist_io.AMBIGUOUS_URL})
     Without them the builder downloads from those URLs.
     """
     BUILDER_CONFIGS = [

@@ -10,7 +10,8 @@ import tensorflow_datasets as tfds
 
 from ddu_tf.data import dirty_mnist
 from ddu_tf.io import mnist_idx
-from tfds_builders.ambiguous_mnist import ambiguous_mnist_dataset_builder_test as amnist_builder_test
+from tfds_builders.ambiguous_mnist import (
+    ambiguous_mnist_dataset_builder_test as amnist_builder_test)
 from tfds_builders.dirty_mnist import dirty_mnist_dataset_builder
 
 DUMMY_DIR = pathlib.Path(__file__).resolve().parent / "dummy_data"

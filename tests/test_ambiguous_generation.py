@@ -293,6 +293,18 @@ def _check_recipe(d, cfg):
     assert 0.0 <= test_h["total_variation"] <= 1.0
 
 
+@pytest.mark.skipif(amio.GENERATED_SHA256 is None or not amio.DEFAULT_PATH.is_file(),
+                    reason="no shipped file yet: ddu_tf/io/data/ambiguous_mnist_generated.npz "
+                           "with its digest in ddu_tf.io.ambiguous_mnist.GENERATED_SHA256")
+def test_shipped_file_checksum_shapes_and_recipe_constraints():
+    """The shipped file: SHA-256 (checked by load_generated), 12000 x 28 x 28 images in [0, 1],
+    10 labels in 0..9 each, MI <= 0.05, PE in the selection range and = H[probs]."""
+    d = amio.load_generated()
+    assert amio.sha256_of(amio.DEFAULT_PATH) == amio.GENERATED_SHA256
+    _check_recipe(d, ag.GenerationConfig(**d.metadata["config"]))
+    assert d.metadata["config"] == ag.GenerationConfig().to_json()
+
+
 @pytest.mark.real_data
 def test_tiny_build_resumes_to_identical_bytes(tmp_path):
     """Interrupted at chunk and at model granularity (files removed), the build resumes in

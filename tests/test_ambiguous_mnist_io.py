@@ -77,9 +77,18 @@ def test_missing_file_and_missing_digest(tmp_path, monkeypatch):
     assert str(tmp_path / "nope.npz") in str(e.value)
     with pytest.raises(amio.GeneratedFileError, match="sha256"):
         amio.load_generated(tmp_path / "nope.npz")  # not the shipped file: digest required
+    # The shipped path: absent -> the rebuild command; present without a recorded digest -> no
+    # unchecked read.
+    shipped = tmp_path / "data" / "ambiguous_mnist_generated.npz"
+    monkeypatch.setattr(amio, "DEFAULT_PATH", shipped)
     monkeypatch.setattr(amio, "GENERATED_SHA256", None)
+    with pytest.raises(FileNotFoundError, match="build_ambiguous_mnist.py"):
+        amio.load_generated()
+    sha = amio.save_generated(shipped, **_arrays())
     with pytest.raises(amio.GeneratedFileError, match="No SHA-256 is recorded"):
         amio.load_generated()
+    monkeypatch.setattr(amio, "GENERATED_SHA256", sha)
+    assert amio.load_generated().images.shape == (6, 28, 28)
 
 
 @pytest.mark.parametrize("change, match", [

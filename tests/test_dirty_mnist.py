@@ -176,3 +176,89 @@ def test_mnist_without_a_manual_dir_downloads_into_the_user_cache(tmp_path, monk
     requested.clear()
     again = dm.load_mnist_arrays("test")
     assert requested == [] and np.array_equal(again["label"], arrays["label"])
+
+
+# ---- the dirty_mnist TFDS records: load_tfds, tfds_transform, tfds_slice, initial_indices --
+@pytest.fixture
+def dirty_dummy():
+    """The dirty_mnist builder's dummy files (6 + 4 MNIST images, 4 ambiguous images x 10
+    labels) with their digests patched in; yields the manual dir."""
+    from tfds_builders.dirty_mnist import dirty_mnist_dataset_builder_test as builder_test
+
+    patches = builder_test._patches()
+    for p in patches:
+        p.start()
+    yield builder_test.DUMMY_DIR
+    for p in patches:
+        p.stop()
+
+
+@pytest.mark.parametrize("split", dm.TFDS_SPLITS)
+def test_load_tfds_equals_the_array_loader(tmp_path, dirty_dummy, split):
+    """Same examples, order and values (normalisation + fixed noise) as `prepare` on
+    `load_dirty_arrays`; validation only from the MNIST half."""
+    ds = dm.load_tfds(split, "official", data_dir=dirty_dummy, tfds_data_dir=str(tmp_path))
+    x = np.stack([e[0].numpy() for e in ds])
+    y = np.array([e[1].numpy() for e in ds])
+    arrays = dm.load_dirty_arrays(split, "official", data_dir=dirty_dummy)
+    ox, oy = dm.prepare(arrays, noise_std=dm.NOISE_STD)
+    np.testing.assert_array_equal(y, oy)
+    np.testing.assert_allclose(x, ox, rtol=0, atol=1e-6)
+    val = dm.validation_indices(6)  # round(0.1 * 6) = 1 image of the 6 dummy MNIST images
+    n = {"train": 5 + 20, "validation": 1, "train_full": 6 + 20, "test": 4 + 20}[split]
+    assert len(y) == n and len(val) == 1
+    if split == "validation":
+        raw = mnist_idx.load_idx_arrays("mnist", "train", dirty_dummy)[0]
+        np.testing.assert_allclose(x[..., 0], dm.normalize(raw[val] / 255.0)
+                                   + dm.fixed_noise(val), atol=1e-6)
+    plain = dm.load_tfds(split, "official", data_dir=dirty_dummy, tfds_data_dir=str(tmp_path),
+                         noise_std=0.0, normalize_inputs=False)
+    np.testing.assert_array_equal(np.stack([e[0].numpy() for e in plain])[..., 0],
+                                  arrays["images"])
+    with pytest.raises(ValueError, match="split in"):
+        dm.load_tfds("valid", "official", data_dir=dirty_dummy, tfds_data_dir=str(tmp_path))
+
+
+def test_tfds_slice_never_cuts_an_image(tmp_path, dirty_dummy):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder("dirty_mnist/official", data_dir=tmp_path)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(dirty_dummy)))
+    md = builder.info.metadata
+    assert dm.tfds_slice(md, "train", "mnist") == "train[0:6]"
+    assert dm.tfds_slice(md, "test", "ambiguous", 1, 2) == "test[14:24]"
+    d = tfds.as_numpy(builder.as_dataset(split=dm.tfds_slice(md, "train", "ambiguous", 1),
+                                         batch_size=-1))
+    assert d["is_ambiguous"].all() and list(d["sample_id"]) == [1] * 10
+    np.testing.assert_array_equal(d["pair_id"], np.arange(10, 20))
+    with pytest.raises(ValueError, match="stop <= 2"):
+        dm.tfds_slice(md, "train", "ambiguous", 0, 3)
+    with pytest.raises(ValueError, match="info.metadata of a prepared dirty_mnist"):
+        dm.tfds_slice({}, "train", "mnist")
+
+
+def test_initial_indices_from_the_mnist_half_outside_validation():
+    val = dm.validation_indices()
+    a = dm.initial_indices(20, seed=3)
+    assert len(a) == len(set(a)) == 20 and a.max() < 60000
+    assert not set(a) & set(val)
+    np.testing.assert_array_equal(a, dm.initial_indices(20, seed=3))
+    assert not np.array_equal(a, dm.initial_indices(20, seed=4))
+    with pytest.raises(ValueError, match="num_initial <= 54000"):
+        dm.initial_indices(54001)
+
+
+def test_tfds_transform_keys_and_noise_hand_case():
+    records = {"image": np.full((3, 28, 28, 1), 0.5, np.float32), "label": np.array([1, 2, 3]),
+               "is_ambiguous": np.array([False, True, False]),
+               "sample_id": np.array([7, 4, 9]), "pair_id": np.array([-1, 45, -1])}
+    np.testing.assert_array_equal(dm.record_noise_key(records, "test").numpy(),
+                                  [1_000_007, 2_000_045, 1_000_009])
+    ds = tf.data.Dataset.from_tensor_slices(records).map(dm.tfds_transform("test", noise_seed=2))
+    x = np.stack([e[0].numpy() for e in ds])
+    np.testing.assert_allclose(x[..., 0], (0.5 - 0.1307) / 0.3081
+                               + dm.fixed_noise([1_000_007, 2_000_045, 1_000_009], seed=2),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="split in"):
+        dm.tfds_transform("validation")

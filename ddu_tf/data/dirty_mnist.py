@@ -22,44 +22,41 @@ Sample identity:
   ``noise_key`` (int64): MNIST train i -> i, MNIST test i -> 1_000_000 + i, ambiguous pair j ->
   2_000_000 + j (j = global flattened pair index, so train and test pairs never collide).
 
+From the ``dirty_mnist`` TFDS records (published order: MNIST, then Ambiguous-MNIST image by
+image): `load_tfds` (splits as `load_dirty_arrays`, same values), `tfds_transform` (the transform
+above as a ``tf.data`` map), `tfds_slice` (TFDS split strings that never cut an image) and
+`initial_indices` (initial samples from the MNIST half).
+
 Official Ambiguous-MNIST files: ``amnist_samples.pt`` (float32 [12000, 1, 28, 28] in [0, 1]) and
 ``amnist_labels.pt`` (int64 [12000, 10]) from `AMBIGUOUS_URL`, MD5-verified, read with
 `ddu_tf.io.torch_pickle` (no torch, no code execution), from ``<dir>/ambiguous_mnist/``.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
-import tempfile
-import urllib.request
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from ddu_tf.io import mnist_idx, torch_pickle
+from ddu_tf.io import mnist_idx
+# The official Ambiguous-MNIST files are read in ddu_tf.io (below the TFDS builders); these names
+# stay importable from here.
+from ddu_tf.io.ambiguous_mnist import (  # noqa: F401
+    AMBIGUOUS_FILES, AMBIGUOUS_SUBDIR, AMBIGUOUS_URL, AmbiguousChecksumError,
+    ambiguous_missing_error, download_ambiguous_files, find_ambiguous_files, flatten_pairs,
+    load_official_ambiguous, read_official_ambiguous, verify_ambiguous_md5)
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 NOISE_STD = 0.05
 NUM_CLASSES = 10
 
-AMBIGUOUS_SUBDIR = "ambiguous_mnist"
-AMBIGUOUS_URL = "https://github.com/BlackHC/ddu_dirty_mnist/releases/download/data-v1.0.0/"
-#: role -> (file name, MD5 of the official release asset).
-AMBIGUOUS_FILES = {
-    "samples": ("amnist_samples.pt", "4f7865093b1d28e34019847fab917722"),
-    "labels": ("amnist_labels.pt", "3bfc055a9f91a76d8d493e8b898c3c95"),
-}
-
 NOISE_KEY_OFFSETS = {"mnist_train": 0, "mnist_test": 1_000_000, "ambiguous": 2_000_000}
 VALIDATION_FRACTION = 0.1
 VALIDATION_SEED = 1
 
-
-class AmbiguousChecksumError(ValueError):
-    """An Ambiguous-MNIST .pt file whose MD5 differs from the official release."""
 
 
 def normalize(x01):
@@ -84,10 +81,18 @@ def fixed_noise(noise_keys: np.ndarray, seed: int = 0, stddev: float = NOISE_STD
     if len(keys) == 0:
         return np.zeros((0, *shape), np.float32)
     ds = tf.data.Dataset.from_tensor_slices(keys).map(
-        lambda k: tf.random.stateless_normal(shape, seed=tf.stack([tf.constant(seed, tf.int64), k]),
-                                             dtype=tf.float32) * stddev,
+        lambda k: example_noise(k, seed, stddev, shape),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(8192)
     return np.concatenate([b.numpy() for b in ds])
+
+
+def example_noise(noise_key, seed: int = 0, stddev: float = NOISE_STD,
+                  shape: Tuple[int, ...] = (28, 28)) -> tf.Tensor:
+    """One example's fixed noise, ``stddev * stateless_normal(shape, seed=[seed, noise_key])``
+    (float32 ``shape``); the single definition behind `fixed_noise` and `tfds_transform`."""
+    key = tf.cast(noise_key, tf.int64)
+    return tf.random.stateless_normal(shape, seed=tf.stack([tf.constant(seed, tf.int64), key]),
+                                      dtype=tf.float32) * stddev
 
 
 def validation_indices(num: int = 60000, fraction: float = VALIDATION_FRACTION,
@@ -102,138 +107,6 @@ def validation_indices(num: int = 60000, fraction: float = VALIDATION_FRACTION,
     return np.sort(perm[: int(round(fraction * num))])
 
 
-def _md5(path: os.PathLike) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def find_ambiguous_files(data_dir: Optional[os.PathLike] = None
-                         ) -> Optional[Dict[str, pathlib.Path]]:
-    """``{"samples": path, "labels": path}`` under ``<dir>/ambiguous_mnist/`` (or ``<dir>/``)
-    for ``data_dir`` then ``$DDU_TF_DATA_DIR``; None if either file is missing."""
-    found = {role: mnist_idx.find_file(AMBIGUOUS_SUBDIR, name, data_dir, suffixes=("",))
-             for role, (name, _) in AMBIGUOUS_FILES.items()}
-    return None if any(p is None for p in found.values()) else found
-
-
-def ambiguous_missing_error(data_dir: Optional[os.PathLike] = None) -> FileNotFoundError:
-    """The error raised when the official .pt files are nowhere to be found."""
-    looked = [str(d / AMBIGUOUS_SUBDIR) for d in mnist_idx.candidate_dirs(data_dir)] or [
-        f"(none: no data_dir given and ${mnist_idx.ENV_VAR} is unset)"]
-    names = [n for n, _ in AMBIGUOUS_FILES.values()]
-    urls = [AMBIGUOUS_URL + n for n in names]
-    return mnist_idx.DataNotFoundError(
-        f"Ambiguous-MNIST files {names} not found. Looked in: {looked}. Download {urls} into "
-        f"<dir>/{AMBIGUOUS_SUBDIR}/ and set ${mnist_idx.ENV_VAR}=<dir> (or pass data_dir / the "
-        "TFDS manual_dir), call download_ambiguous_files(<dir>), or use the offline "
-        "regeneration (variant='generated', TFDS 'ambiguous_mnist/generated').")
-
-
-def download_ambiguous_files(dest_dir: os.PathLike, timeout: float = 120.0) -> pathlib.Path:
-    """Downloads the official .pt files into ``dest_dir/ambiguous_mnist/`` (MD5-verified;
-    written under a temporary name and renamed only when the digest matched)."""
-    out = pathlib.Path(dest_dir) / AMBIGUOUS_SUBDIR
-    out.mkdir(parents=True, exist_ok=True)
-    for name, md5 in AMBIGUOUS_FILES.values():
-        target = out / name
-        if target.is_file():
-            continue
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=name, suffix=".part")
-        os.close(fd)
-        try:
-            try:
-                with urllib.request.urlopen(AMBIGUOUS_URL + name, timeout=timeout) as r, \
-                        open(tmp, "wb") as f:
-                    f.write(r.read())
-            except OSError as e:
-                raise mnist_idx.DataNotFoundError(
-                    f"Could not download {AMBIGUOUS_URL + name} into {out} ({e}).") from e
-            verify_ambiguous_md5(tmp, name, md5)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    return out
-
-
-def verify_ambiguous_md5(path: os.PathLike, name: str, expected: Optional[str] = None) -> None:
-    """Raises `AmbiguousChecksumError` if ``path``'s MD5 is not the official one for ``name``."""
-    expected = expected or dict(AMBIGUOUS_FILES.values())[name]
-    got = _md5(path)
-    if got != expected:
-        raise AmbiguousChecksumError(
-            f"{path}: MD5 {got}, expected {expected} for {name}. The file is corrupt, truncated "
-            f"or not the official release: delete it and download {AMBIGUOUS_URL + name} again.")
-
-
-def read_official_ambiguous(samples_path: os.PathLike, labels_path: os.PathLike
-                            ) -> Tuple[np.ndarray, np.ndarray]:
-    """Verifies (MD5) and reads the official .pt pair.
-
-    Returns:
-      images float32 ``[N, 28, 28]`` (exact stored values, in [0, 1]) and labels int64
-      ``[N, k]`` (k = 10 labels per image, classes 0..9).
-    """
-    verify_ambiguous_md5(samples_path, AMBIGUOUS_FILES["samples"][0],
-                         AMBIGUOUS_FILES["samples"][1])
-    verify_ambiguous_md5(labels_path, AMBIGUOUS_FILES["labels"][0],
-                         AMBIGUOUS_FILES["labels"][1])
-    samples = torch_pickle.load_pt_tensor(samples_path, dtype=np.float32, ndim=4)
-    labels = torch_pickle.load_pt_tensor(labels_path, ndim=2).astype(np.int64)
-    if samples.shape[1:] != (1, 28, 28) or len(samples) != len(labels):
-        raise torch_pickle.TorchFileFormatError(
-            f"Expected samples [N, 1, 28, 28] and labels [N, k]; found {samples.shape} and "
-            f"{labels.shape} in {samples_path}, {labels_path}.")
-    if labels.min() < 0 or labels.max() >= NUM_CLASSES or len(labels) % 2:
-        raise torch_pickle.TorchFileFormatError(
-            f"{labels_path}: labels must be in 0..9 for an even number of images.")
-    return samples[:, 0], labels
-
-
-def load_official_ambiguous(data_dir: Optional[os.PathLike] = None, download: bool = False
-                            ) -> Tuple[np.ndarray, np.ndarray]:
-    """Finds (or downloads) and reads the official Ambiguous-MNIST; see
-    `read_official_ambiguous`. Raises `mnist_idx.DataNotFoundError` naming dirs and URLs."""
-    found = find_ambiguous_files(data_dir)
-    if found is None and download:
-        dirs = mnist_idx.candidate_dirs(data_dir)
-        if dirs:
-            download_ambiguous_files(dirs[0])
-            found = find_ambiguous_files(data_dir)
-    if found is None:
-        raise ambiguous_missing_error(data_dir)
-    return read_official_ambiguous(found["samples"], found["labels"])
-
-
-def flatten_pairs(images: np.ndarray, labels: np.ndarray, split: str) -> Dict[str, np.ndarray]:
-    """Flattens ``N`` images x ``k`` labels into (image, label) pairs of one split.
-
-    Pair ``j`` (global, ``0 <= j < N*k``) is image ``j // k`` with label ``labels[j // k, j % k]``;
-    "train" = pairs ``[0, N*k/2)``, "test" = ``[N*k/2, N*k)``.
-
-    Returns:
-      dict: ``images`` float32 ``[P, 28, 28]``, ``label`` int64 ``[P]``, ``sample_id`` int64
-      ``[P]`` (image index), ``pair_id`` int64 ``[P]`` (j), ``label_distribution`` float32
-      ``[P, 10]`` (the image's empirical label distribution).
-    """
-    n, k = labels.shape
-    total = n * k
-    if split == "train":
-        pair = np.arange(0, total // 2)
-    elif split == "test":
-        pair = np.arange(total // 2, total)
-    else:
-        raise ValueError(f"Expected split in ('train', 'test'). Received: split={split!r}")
-    image = pair // k
-    dist = np.stack([(labels == c).mean(1) for c in range(NUM_CLASSES)], 1).astype(np.float32)
-    return {"images": images[image].astype(np.float32), "label": labels[image, pair % k],
-            "sample_id": image.astype(np.int64), "pair_id": pair.astype(np.int64),
-            "label_distribution": dist[image]}
-
-
 def _generated_ambiguous(split: str, config: str, data_dir: Optional[os.PathLike],
                          tfds_data_dir: Optional[str]) -> Dict[str, np.ndarray]:
     import tensorflow_datasets as tfds
@@ -244,11 +117,10 @@ def _generated_ambiguous(split: str, config: str, data_dir: Optional[os.PathLike
     builder = tfds.builder(name, data_dir=tfds_data_dir)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=None if data_dir is None else os.fspath(data_dir)))
-    d = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-    order = np.argsort(d["pair_id"], kind="stable")
-    return {"images": d["image"][order, :, :, 0], "label": d["label"][order].astype(np.int64),
-            "sample_id": d["sample_id"][order], "pair_id": d["pair_id"][order],
-            "label_distribution": d["label_distribution"][order]}
+    d = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))  # published order
+    return {"images": d["image"][:, :, :, 0], "label": d["label"].astype(np.int64),
+            "sample_id": d["sample_id"], "pair_id": d["pair_id"],
+            "label_distribution": d["label_distribution"]}
 
 
 def load_ambiguous_arrays(split: str, variant: str = "official",
@@ -259,7 +131,8 @@ def load_ambiguous_arrays(split: str, variant: str = "official",
     Args:
       split: "train" or "test".
       variant: "official" (the released .pt files) or a generated TFDS config name
-        ("generated", "generated_tiny"), built on first use into ``tfds_data_dir``.
+        ("generated": the shipped file; "generated_tiny": the recipe at test scale), prepared
+        on first use into ``tfds_data_dir``.
       data_dir: manual directory (else ``$DDU_TF_DATA_DIR``).
 
     Returns:
@@ -389,3 +262,160 @@ def ambiguous_mnist_source(split: str, data_dir: Optional[os.PathLike] = None,
     arrays = {"images": a["images"], "label": a["label"],
               "noise_key": a["pair_id"] + NOISE_KEY_OFFSETS["ambiguous"]}
     return _dataset(*prepare(arrays, normalize_inputs, noise_std, noise_seed))
+
+
+# ---- the dirty_mnist TFDS records (published order) ----------------------------------------
+# Records: image float32 [28, 28, 1] in [0, 1], label, is_ambiguous, sample_id, pair_id;
+# `train` = MNIST train then the ambiguous train pairs image by image, `test` likewise
+# (tfds_builders/dirty_mnist). The helpers below follow the Dirty-MNIST guidance: validation and
+# initial samples from the MNIST half, Ambiguous-MNIST cut only between images.
+TFDS_SPLITS = ("train", "validation", "train_full", "test")
+
+
+def record_noise_key(record, split: str) -> tf.Tensor:
+    """The noise key (module docstring) of a ``dirty_mnist`` record of TFDS split ``split``
+    ("train" or "test"): ``2_000_000 + pair_id`` for ambiguous pairs, else the MNIST offset of
+    the split + ``sample_id``. int64 scalar (or ``[batch]`` for batched records)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"Expected split in ('train', 'test'). Received: split={split!r}")
+    offset = NOISE_KEY_OFFSETS["mnist_test" if split == "test" else "mnist_train"]
+    return tf.where(record["is_ambiguous"], record["pair_id"] + NOISE_KEY_OFFSETS["ambiguous"],
+                    record["sample_id"] + offset)
+
+
+def tfds_transform(split: str, normalize_inputs: bool = True, noise_std: float = NOISE_STD,
+                   noise_seed: int = 0):
+    """The pip package's transform as a ``tf.data`` map over unbatched ``dirty_mnist`` records.
+
+    ``fn(record) -> (x float32 [28, 28, 1], y int64)`` with ``x = normalize(image) +
+    example_noise(record_noise_key(record, split), noise_seed, noise_std)``: normalisation
+    (0.1307, 0.3081), then N(0, noise_std^2) noise that is fixed per example (the same in every
+    epoch, order and subset; identical to `prepare` on the arrays of `load_dirty_arrays`).
+
+    Args:
+      split: the TFDS split the records come from, "train" or "test" (selects the keys).
+      normalize_inputs: apply the normalisation.
+      noise_std: noise standard deviation after normalisation (0: none, the DDU repo's loader).
+      noise_seed: seed of the noise.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"Expected split in ('train', 'test'). Received: split={split!r}")
+    if noise_std < 0:
+        raise ValueError(f"Expected noise_std >= 0. Received: noise_std={noise_std}")
+
+    def fn(record):
+        x = tf.cast(record["image"][..., 0], tf.float32)
+        if normalize_inputs:
+            x = normalize(x)
+        if noise_std > 0:
+            x = x + example_noise(record_noise_key(record, split), noise_seed, noise_std)
+        return x[..., None], tf.cast(record["label"], tf.int64)
+
+    return fn
+
+
+def _counts(metadata, split: str) -> Tuple[int, int, int]:
+    if not metadata or "mnist_examples" not in metadata:
+        raise ValueError("Expected the info.metadata of a prepared dirty_mnist dataset (version "
+                         ">= 2.0.0: mnist_examples, ambiguous_images, labels_per_image). "
+                         f"Received: {metadata!r}")
+    if split not in ("train", "test"):
+        raise ValueError(f"Expected split in ('train', 'test'). Received: split={split!r}")
+    return (int(metadata["mnist_examples"][split]), int(metadata["ambiguous_images"][split]),
+            int(metadata["labels_per_image"]))
+
+
+def tfds_slice(metadata, split: str, part: str, start: Optional[int] = None,
+               stop: Optional[int] = None) -> str:
+    """A TFDS split string holding one part of a ``dirty_mnist`` split, never cutting an image.
+
+    Args:
+      metadata: ``builder.info.metadata`` of the prepared ``dirty_mnist`` config.
+      split: "train" or "test".
+      part: "mnist" (``start``/``stop`` index MNIST images) or "ambiguous" (``start``/``stop``
+        index the split's Ambiguous-MNIST IMAGES; each brings its 10 adjacent labels).
+      start, stop: half-open range, None = from the first / to the last.
+
+    Returns:
+      e.g. ``"train[:60000]"`` (MNIST train) or ``"train[60000:61000]"`` (ambiguous train
+      images 0..99 with all their labels).
+    """
+    n_mnist, n_images, k = _counts(metadata, split)
+    if part not in ("mnist", "ambiguous"):
+        raise ValueError(f"Expected part in ('mnist', 'ambiguous'). Received: part={part!r}")
+    size = n_mnist if part == "mnist" else n_images
+    start = 0 if start is None else int(start)
+    stop = size if stop is None else int(stop)
+    if not 0 <= start <= stop <= size:
+        raise ValueError(f"Expected 0 <= start <= stop <= {size} ({part} of {split}). Received: "
+                         f"start={start}, stop={stop}")
+    if part == "mnist":
+        return f"{split}[{start}:{stop}]"
+    return f"{split}[{n_mnist + k * start}:{n_mnist + k * stop}]"
+
+
+def initial_indices(num_initial: int, seed: int = 0, num_mnist: int = 60000,
+                    validation_fraction: float = VALIDATION_FRACTION,
+                    validation_seed: int = VALIDATION_SEED) -> np.ndarray:
+    """Initial active-learning samples from the MNIST half, outside the validation split.
+
+    Sorted positions in the published ``train`` split (= MNIST training indices), drawn
+    uniformly without replacement by ``np.random.default_rng(seed)`` from
+    ``range(num_mnist)`` minus `validation_indices`.
+    """
+    rest = np.setdiff1d(np.arange(num_mnist),
+                        validation_indices(num_mnist, validation_fraction, validation_seed))
+    if not 0 <= int(num_initial) <= rest.size:
+        raise ValueError(f"Expected 0 <= num_initial <= {rest.size} (MNIST images outside the "
+                         f"validation split). Received: num_initial={num_initial}")
+    return np.sort(np.random.default_rng(seed).choice(rest, int(num_initial), replace=False))
+
+
+def load_tfds(split: str, config: str = "official", *, data_dir: Optional[os.PathLike] = None,
+              tfds_data_dir: Optional[str] = None, builder_kwargs: Optional[dict] = None,
+              validation_fraction: float = VALIDATION_FRACTION,
+              validation_seed: int = VALIDATION_SEED, normalize_inputs: bool = True,
+              noise_std: float = NOISE_STD, noise_seed: int = 0) -> tf.data.Dataset:
+    """Dirty-MNIST from the ``dirty_mnist/<config>`` TFDS records, as the guidance asks.
+
+    Splits (published order kept): "train" = MNIST train minus the validation images, then the
+    Ambiguous-MNIST train pairs; "validation" = `validation_indices` of MNIST train only;
+    "train_full" = all of TFDS ``train``; "test" = TFDS ``test``. Same examples, order and
+    values as `prepare` on `load_dirty_arrays`.
+
+    Args:
+      config: ``dirty_mnist`` config ("official", "generated", "generated_tiny").
+      data_dir: manual directory (else ``$DDU_TF_DATA_DIR``); tfds_data_dir: TFDS data dir.
+      builder_kwargs: passed to ``tfds.builder`` (e.g. ``generated_file``/``generated_sha256``).
+      validation_fraction, validation_seed: the MNIST-half validation split.
+      normalize_inputs, noise_std, noise_seed: see `tfds_transform`.
+
+    Returns:
+      Unbatched ``tf.data.Dataset`` of ``(x float32 [28, 28, 1], y int64)``.
+    """
+    import tensorflow_datasets as tfds
+
+    import tfds_builders.dirty_mnist  # noqa: F401  (registers the builder if not yet)
+
+    if split not in TFDS_SPLITS:
+        raise ValueError(f"Expected split in {TFDS_SPLITS}. Received: split={split!r}")
+    builder = tfds.builder(f"dirty_mnist/{config}", data_dir=tfds_data_dir,
+                           **(builder_kwargs or {}))
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=None if data_dir is None else os.fspath(data_dir)))
+    source = "test" if split == "test" else "train"
+    transform = tfds_transform(source, normalize_inputs, noise_std, noise_seed)
+    if split in ("test", "train_full"):
+        return builder.as_dataset(split=source).map(transform)
+    n_mnist = _counts(builder.info.metadata, "train")[0]
+    held_out = np.zeros(n_mnist, bool)
+    held_out[validation_indices(n_mnist, validation_fraction, validation_seed)] = True
+    held_out = tf.constant(held_out)
+    if split == "validation":
+        ds = builder.as_dataset(split=tfds_slice(builder.info.metadata, "train", "mnist"))
+        ds = ds.filter(lambda r: tf.gather(held_out, r["sample_id"]))
+    else:
+        ds = builder.as_dataset(split="train").filter(
+            lambda r: r["is_ambiguous"] | ~tf.gather(held_out, tf.clip_by_value(
+                r["sample_id"], 0, n_mnist - 1)))
+    return ds.map(transform)

@@ -1,4 +1,6 @@
-"""The shipped regenerated Ambiguous-MNIST file: format, deterministic writer, checked reader.
+"""Ambiguous-MNIST files: the shipped regenerated file (format, deterministic writer, checked
+reader) and the official release (``amnist_samples.pt`` / ``amnist_labels.pt``: find, download,
+MD5-verify, read without torch, flatten into (image, label) pairs; see the last section).
 
 The file (``ddu_tf/io/data/ambiguous_mnist_generated.npz``) is written by
 `ddu_tf.generation.ambiguous_mnist` (command: `REBUILD_COMMAND`) and holds, for ``N`` images
@@ -29,10 +31,13 @@ import json
 import os
 import pathlib
 import tempfile
+import urllib.request
 import zipfile
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
+
+from ddu_tf.io import mnist_idx, torch_pickle
 
 #: Package data path of the shipped file.
 DEFAULT_PATH = pathlib.Path(__file__).resolve().parent / "data" / "ambiguous_mnist_generated.npz"
@@ -201,15 +206,15 @@ def load_generated(path: Optional[os.PathLike] = None, sha256: Optional[str] = N
                 f"Expected sha256=<hex digest> for a generated Ambiguous-MNIST file other than "
                 f"the shipped one. Received: path={str(path)!r} and no sha256.")
         sha256 = GENERATED_SHA256
-        if sha256 is None:
-            raise GeneratedFileError(
-                f"No SHA-256 is recorded for the shipped file {path} "
-                "(ddu_tf.io.ambiguous_mnist.GENERATED_SHA256 is None): build it with "
-                f"`{REBUILD_COMMAND}` and record its digest, or pass sha256= explicitly.")
     if not path.is_file():
         raise FileNotFoundError(
             f"Generated Ambiguous-MNIST file not found: {path}. Rebuild it with "
             f"`{REBUILD_COMMAND} --output {path}`.")
+    if sha256 is None:
+        raise GeneratedFileError(
+            f"No SHA-256 is recorded for the shipped file {path} "
+            "(ddu_tf.io.ambiguous_mnist.GENERATED_SHA256 is None): build it with "
+            f"`{REBUILD_COMMAND}` and record its digest, or pass sha256= explicitly.")
     actual = sha256_of(path)
     if actual != sha256.lower():
         raise GeneratedFileError(
@@ -254,3 +259,149 @@ def load_generated(path: Optional[os.PathLike] = None, sha256: Optional[str] = N
         labels=arrays["labels"].astype(np.int64),
         probs=arrays["probs"], predictive_entropy=arrays["predictive_entropy"],
         mutual_information=arrays["mutual_information"], metadata=metadata)
+
+
+# ---- the official release (.pt files) --------------------------------------------------------
+AMBIGUOUS_SUBDIR = "ambiguous_mnist"
+AMBIGUOUS_URL = "https://github.com/BlackHC/ddu_dirty_mnist/releases/download/data-v1.0.0/"
+#: role -> (file name, MD5 of the official release asset).
+AMBIGUOUS_FILES = {
+    "samples": ("amnist_samples.pt", "4f7865093b1d28e34019847fab917722"),
+    "labels": ("amnist_labels.pt", "3bfc055a9f91a76d8d493e8b898c3c95"),
+}
+
+
+class AmbiguousChecksumError(ValueError):
+    """An Ambiguous-MNIST .pt file whose MD5 differs from the official release."""
+
+
+def _md5(path: os.PathLike) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def find_ambiguous_files(data_dir: Optional[os.PathLike] = None
+                         ) -> Optional[Dict[str, pathlib.Path]]:
+    """``{"samples": path, "labels": path}`` under ``<dir>/ambiguous_mnist/`` (or ``<dir>/``)
+    for ``data_dir`` then ``$DDU_TF_DATA_DIR``; None if either file is missing."""
+    found = {role: mnist_idx.find_file(AMBIGUOUS_SUBDIR, name, data_dir, suffixes=("",))
+             for role, (name, _) in AMBIGUOUS_FILES.items()}
+    return None if any(p is None for p in found.values()) else found
+
+
+def ambiguous_missing_error(data_dir: Optional[os.PathLike] = None) -> FileNotFoundError:
+    """The error raised when the official .pt files are nowhere to be found."""
+    looked = [str(d / AMBIGUOUS_SUBDIR) for d in mnist_idx.candidate_dirs(data_dir)] or [
+        f"(none: no data_dir given and ${mnist_idx.ENV_VAR} is unset)"]
+    names = [n for n, _ in AMBIGUOUS_FILES.values()]
+    urls = [AMBIGUOUS_URL + n for n in names]
+    return mnist_idx.DataNotFoundError(
+        f"Ambiguous-MNIST files {names} not found. Looked in: {looked}. Download {urls} into "
+        f"<dir>/{AMBIGUOUS_SUBDIR}/ and set ${mnist_idx.ENV_VAR}=<dir> (or pass data_dir / the "
+        "TFDS manual_dir), call download_ambiguous_files(<dir>), or use the offline "
+        "regeneration (variant='generated', TFDS 'ambiguous_mnist/generated').")
+
+
+def download_ambiguous_files(dest_dir: os.PathLike, timeout: float = 120.0) -> pathlib.Path:
+    """Downloads the official .pt files into ``dest_dir/ambiguous_mnist/`` (MD5-verified;
+    written under a temporary name and renamed only when the digest matched)."""
+    out = pathlib.Path(dest_dir) / AMBIGUOUS_SUBDIR
+    out.mkdir(parents=True, exist_ok=True)
+    for name, md5 in AMBIGUOUS_FILES.values():
+        target = out / name
+        if target.is_file():
+            continue
+        fd, tmp = tempfile.mkstemp(dir=out, prefix=name, suffix=".part")
+        os.close(fd)
+        try:
+            try:
+                with urllib.request.urlopen(AMBIGUOUS_URL + name, timeout=timeout) as r, \
+                        open(tmp, "wb") as f:
+                    f.write(r.read())
+            except OSError as e:
+                raise mnist_idx.DataNotFoundError(
+                    f"Could not download {AMBIGUOUS_URL + name} into {out} ({e}).") from e
+            verify_ambiguous_md5(tmp, name, md5)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return out
+
+
+def verify_ambiguous_md5(path: os.PathLike, name: str, expected: Optional[str] = None) -> None:
+    """Raises `AmbiguousChecksumError` if ``path``'s MD5 is not the official one for ``name``."""
+    expected = expected or dict(AMBIGUOUS_FILES.values())[name]
+    got = _md5(path)
+    if got != expected:
+        raise AmbiguousChecksumError(
+            f"{path}: MD5 {got}, expected {expected} for {name}. The file is corrupt, truncated "
+            f"or not the official release: delete it and download {AMBIGUOUS_URL + name} again.")
+
+
+def read_official_ambiguous(samples_path: os.PathLike, labels_path: os.PathLike
+                            ) -> Tuple[np.ndarray, np.ndarray]:
+    """Verifies (MD5) and reads the official .pt pair.
+
+    Returns:
+      images float32 ``[N, 28, 28]`` (exact stored values, in [0, 1]) and labels int64
+      ``[N, k]`` (k = 10 labels per image, classes 0..9).
+    """
+    verify_ambiguous_md5(samples_path, AMBIGUOUS_FILES["samples"][0],
+                         AMBIGUOUS_FILES["samples"][1])
+    verify_ambiguous_md5(labels_path, AMBIGUOUS_FILES["labels"][0],
+                         AMBIGUOUS_FILES["labels"][1])
+    samples = torch_pickle.load_pt_tensor(samples_path, dtype=np.float32, ndim=4)
+    labels = torch_pickle.load_pt_tensor(labels_path, ndim=2).astype(np.int64)
+    if samples.shape[1:] != (1, 28, 28) or len(samples) != len(labels):
+        raise torch_pickle.TorchFileFormatError(
+            f"Expected samples [N, 1, 28, 28] and labels [N, k]; found {samples.shape} and "
+            f"{labels.shape} in {samples_path}, {labels_path}.")
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES or len(labels) % 2:
+        raise torch_pickle.TorchFileFormatError(
+            f"{labels_path}: labels must be in 0..9 for an even number of images.")
+    return samples[:, 0], labels
+
+
+def load_official_ambiguous(data_dir: Optional[os.PathLike] = None, download: bool = False
+                            ) -> Tuple[np.ndarray, np.ndarray]:
+    """Finds (or downloads) and reads the official Ambiguous-MNIST; see
+    `read_official_ambiguous`. Raises `mnist_idx.DataNotFoundError` naming dirs and URLs."""
+    found = find_ambiguous_files(data_dir)
+    if found is None and download:
+        dirs = mnist_idx.candidate_dirs(data_dir)
+        if dirs:
+            download_ambiguous_files(dirs[0])
+            found = find_ambiguous_files(data_dir)
+    if found is None:
+        raise ambiguous_missing_error(data_dir)
+    return read_official_ambiguous(found["samples"], found["labels"])
+
+
+def flatten_pairs(images: np.ndarray, labels: np.ndarray, split: str) -> Dict[str, np.ndarray]:
+    """Flattens ``N`` images x ``k`` labels into (image, label) pairs of one split.
+
+    Pair ``j`` (global, ``0 <= j < N*k``) is image ``j // k`` with label ``labels[j // k, j % k]``;
+    "train" = pairs ``[0, N*k/2)``, "test" = ``[N*k/2, N*k)``.
+
+    Returns:
+      dict: ``images`` float32 ``[P, 28, 28]``, ``label`` int64 ``[P]``, ``sample_id`` int64
+      ``[P]`` (image index), ``pair_id`` int64 ``[P]`` (j), ``label_distribution`` float32
+      ``[P, 10]`` (the image's empirical label distribution).
+    """
+    n, k = labels.shape
+    total = n * k
+    if split == "train":
+        pair = np.arange(0, total // 2)
+    elif split == "test":
+        pair = np.arange(total // 2, total)
+    else:
+        raise ValueError(f"Expected split in ('train', 'test'). Received: split={split!r}")
+    image = pair // k
+    dist = np.stack([(labels == c).mean(1) for c in range(NUM_CLASSES)], 1).astype(np.float32)
+    return {"images": images[image].astype(np.float32), "label": labels[image, pair % k],
+            "sample_id": image.astype(np.int64), "pair_id": pair.astype(np.int64),
+            "label_distribution": dist[image]}

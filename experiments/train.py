@@ -138,6 +138,11 @@ def build_parser():
                         help="use only N training examples, a seeded random subset (smoke runs)")
     parser.add_argument("--max-val-samples", dest="max_val_samples", type=_positive_int,
                         default=None, help="use only the first N validation examples")
+    parser.add_argument("--jit", action=argparse.BooleanOptionalAction, default=True,
+                        help="XLA-compile the train step (results/bench/train_throughput.json: "
+                             "float32 + XLA 22.3 img/s vs 13.4 without on the 2-core AVX2 CPU)")
+    parser.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16"),
+                        help="Keras dtype policy (mixed_bfloat16 measured 0.9 img/s on AVX2)")
     parser.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
                         help="Keras fit verbosity (1 = progress bar)")
     distribute.add_strategy_argument(parser)
@@ -179,6 +184,7 @@ def run(args, extra_callbacks=()):
     strategy = distribute.strategy_from_args(args)  # first: multi-worker needs it at startup
     save_loc = distribute.worker_directory(strategy, args.save_loc)
     keras.utils.set_random_seed(args.seed)
+    keras.mixed_precision.set_dtype_policy(args.precision)
     spec = DATASETS[args.dataset]
     train_arrays, val_arrays = train_validation_arrays(
         spec, seed=args.seed, val_size=args.val_size, data_dir=args.dataset_root)
@@ -200,7 +206,7 @@ def run(args, extra_callbacks=()):
         optimizer = training.make_optimizer(args.optimiser, lr=schedule, momentum=args.momentum,
                                             weight_decay=args.weight_decay,
                                             nesterov=args.nesterov)
-        training.compile_model(model, optimizer)
+        training.compile_model(model, optimizer, jit_compile=args.jit)
 
     run_name = training.checkpoint_name(args.model, args.sn, args.mod, args.coeff, args.seed,
                                         extension="")

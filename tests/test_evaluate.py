@@ -186,11 +186,13 @@ def test_cli_end_to_end(cli, tmp_path, model_type, runs, ensemble):
     path = tmp_path / f"res_mlp_1_{model_type}_synth_id_synth_ood.json"
     stored = json.loads(path.read_text())
     assert set(stored) == {"mean", "std", "values", "info"}
+    extra = {"test/nll", "test/brier", "ood/m1_fpr95", "ood/m2_fpr95"}
     for part in ("mean", "std", "values"):
-        assert set(stored[part]) == set(evaluation.METRIC_KEYS)
+        assert set(stored[part]) == set(evaluation.METRIC_KEYS) | extra
     assert stored["info"]["model_type"] == model_type
     assert all(len(v) == runs for v in stored["values"].values())
-    assert all(0.0 <= m <= 1.0 for m in stored["mean"].values())
+    assert all(0.0 <= m <= 1.0 for k, m in stored["mean"].items() if k != "test/nll")
+    assert 0.0 <= stored["mean"]["test/brier"] <= 2.0 and stored["mean"]["test/nll"] >= 0.0
     assert result["mean"] == stored["mean"]
 
 
@@ -301,3 +303,59 @@ def test_cli_on_a_model_trained_by_train_py(tmp_path):
     assert result["mean"]["m1_auroc"] == pytest.approx(0.5)
     assert result["mean"]["m2_auroc"] == pytest.approx(0.5)
     assert 0.0 <= result["mean"]["accuracy"] <= 1.0
+
+
+# ------------------------------------------------------------------ Dirty-MNIST protocol
+def _protocol_scores(rng):
+    scores = {}
+    for name, n, shift in (("mnist", 50, 0.0), ("ambiguous", 30, 1.0), ("fashion_mnist", 40, 2.0),
+                           ("uniform_noise", 20, 3.0)):
+        logits, labels = _synthetic_logits(rng, n=n, classes=4)
+        scores[name] = {"entropy": rng.normal(shift, 1.0, n),
+                        "log_density": rng.normal(-shift, 1.0, n),
+                        "logits": logits, "labels": labels}
+    return scores
+
+
+def test_dirty_mnist_protocol_against_sklearn():
+    from sklearn.metrics import log_loss, roc_curve
+
+    rng = np.random.default_rng(11)
+    scores = _protocol_scores(rng)
+    out = evaluation.dirty_mnist_protocol(scores, ["fashion_mnist", "uniform_noise"])
+    logits, labels = scores["mnist"]["logits"], scores["mnist"]["labels"]
+    probs = special.softmax(logits, axis=1)
+    assert out["mnist/accuracy"] == pytest.approx(np.mean(probs.argmax(1) == labels))
+    assert out["mnist/nll"] == pytest.approx(log_loss(labels, probs, labels=range(4)))
+    onehot = np.eye(4)[labels]
+    assert out["mnist/brier"] == pytest.approx(np.mean(np.sum((probs - onehot) ** 2, 1)))
+    # dirty = mnist and ambiguous together; density: in-distribution positive.
+    for ood in ("fashion_mnist", "uniform_noise"):
+        for key, sign in (("entropy", -1.0), ("log_density", 1.0)):
+            iid = np.r_[scores["mnist"][key], scores["ambiguous"][key]]
+            y = np.r_[np.ones(iid.size), np.zeros(scores[ood][key].size)]
+            s = sign * np.r_[iid, scores[ood][key]]
+            assert out[f"dirty_vs_{ood}/{key}_auroc"] == pytest.approx(roc_auc_score(y, s))
+            positive = y if key == "log_density" else 1 - y
+            assert out[f"dirty_vs_{ood}/{key}_auprc"] == pytest.approx(
+                average_precision_score(positive, np.r_[iid, scores[ood][key]]))
+            fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+            assert out[f"dirty_vs_{ood}/{key}_fpr95"] == pytest.approx(fpr[np.argmax(tpr >= 0.95)])
+    splits = {key.split("/")[0] for key in out}
+    assert splits == {"mnist", *(f"{i}_vs_{o}" for i in ("mnist", "ambiguous", "dirty")
+                                 for o in ("fashion_mnist", "uniform_noise"))}
+
+
+def test_summarize_keeps_split_metric_keys():
+    rng = np.random.default_rng(12)
+    runs = []
+    for _ in range(3):
+        run = {key: float(rng.random()) for key in evaluation.METRIC_KEYS}
+        run.update({"test/nll": float(rng.random()), "temperature": 1.0})
+        runs.append(run)
+    runs[0]["only_first/x"] = 1.0
+    out = evaluation.summarize(runs)
+    assert "test/nll" in out["mean"] and "temperature" not in out["mean"]
+    assert "only_first/x" not in out["mean"]
+    values = [r["test/nll"] for r in runs]
+    assert out["std"]["test/nll"] == pytest.approx(np.std(values, ddof=1) / np.sqrt(3))

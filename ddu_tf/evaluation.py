@@ -26,9 +26,18 @@ The arrays come from :class:`ddu_tf.inference.Predictor` (``dataset_logits``,
 
    Keys of every run dict: :data:`METRIC_KEYS`; :func:`summarize` turns runs into the
    original's ``{"mean", "std" (standard error), "values"}`` layout.
+   Every run dict also has ``split/metric`` keys (uncertainty-baselines' naming), which
+   :func:`summarize` aggregates like the original keys: ``test/nll`` (nats), ``test/brier``
+   (multi-class Brier score) and ``ood/m1_fpr95``, ``ood/m2_fpr95`` (FPR at 95% TPR,
+   in-distribution positive, :func:`ddu_tf.metrics.fpr_at_tpr`).
 2. Fig. 1/2 of the paper: softmax entropy and GMM log-density per evaluation set
-   (:func:`uncertainty_scores`) and the AUROCs of separating two sets by each
-   (:func:`pair_aurocs`).
+   (:func:`uncertainty_scores`, or :func:`set_scores` with a fitted GMM) and the AUROCs of
+   separating two sets by each (:func:`pair_aurocs`).
+3. The Dirty-MNIST protocol (:func:`dirty_mnist_protocol`, issue 14): from the scores of one
+   network on MNIST test, Ambiguous-MNIST test and OoD sets (all with the same input
+   transform, ``ddu_tf.data.ood_sets``; GMM fitted on the training split's features), MNIST
+   accuracy / ECE / NLL / Brier and, for MNIST, Ambiguous and Dirty (= both) against every
+   OoD set, AUROC / AUPRC / FPR@95 of softmax entropy and of GMM log-density.
 """
 from __future__ import annotations
 
@@ -69,14 +78,25 @@ def _scores(in_scores, ood_scores, higher_is_uncertain):
     )
 
 
+def _proper_scores(log_probs, labels):
+    """``test/nll`` and ``test/brier`` of log-probabilities ``[n, classes]``."""
+    probs = np.exp(np.asarray(log_probs, np.float64))
+    return {"test/nll": metrics.nll(probs, labels), "test/brier": metrics.brier_score(probs, labels)}
+
+
+def _fpr95(in_scores, ood_scores, higher_is_uncertain):
+    return metrics.fpr_at_tpr(np.asarray(in_scores), np.asarray(ood_scores), 0.95,
+                              higher_is_uncertain=higher_is_uncertain)
+
+
 def _softmax_scores(logits, ood_logits, prefix=""):
     out = {}
-    out[prefix + "m1_auroc"], out[prefix + "m1_auprc"] = _scores(
-        uncertainty.logsumexp(logits), uncertainty.logsumexp(ood_logits), False
-    )
-    out[prefix + "m2_auroc"], out[prefix + "m2_auprc"] = _scores(
-        uncertainty.softmax_entropy(logits), uncertainty.softmax_entropy(ood_logits), True
-    )
+    m1 = uncertainty.logsumexp(logits), uncertainty.logsumexp(ood_logits), False
+    m2 = uncertainty.softmax_entropy(logits), uncertainty.softmax_entropy(ood_logits), True
+    out[prefix + "m1_auroc"], out[prefix + "m1_auprc"] = _scores(*m1)
+    out[prefix + "m2_auroc"], out[prefix + "m2_auprc"] = _scores(*m2)
+    if not prefix:
+        out["ood/m1_fpr95"], out["ood/m2_fpr95"] = _fpr95(*m1), _fpr95(*m2)
     return out
 
 
@@ -89,13 +109,14 @@ def softmax_metrics(test_logits, test_labels, ood_logits, val_logits, val_labels
       val_logits, val_labels: validation logits / labels for the temperature.
 
     Returns:
-      dict with :data:`METRIC_KEYS` and ``"temperature"``.
+      dict with :data:`METRIC_KEYS`, the ``split/metric`` keys and ``"temperature"``.
     """
     temperature = calibration.fit_temperature(val_logits, val_labels)
     t_test = calibration.apply_temperature(test_logits, temperature)
     t_ood = calibration.apply_temperature(ood_logits, temperature)
     out = {"temperature": temperature}
     out["accuracy"], out["ece"] = _classification(_log_softmax(test_logits), test_labels)
+    out.update(_proper_scores(_log_softmax(test_logits), test_labels))
     _, out["t_ece"] = _classification(_log_softmax(t_test), test_labels)
     out.update(_softmax_scores(np.asarray(test_logits, np.float64),
                                np.asarray(ood_logits, np.float64)))
@@ -115,30 +136,32 @@ def gmm_metrics(test_logits, test_labels, test_log_densities, ood_log_densities,
       val_logits, val_labels: validation logits / labels for the temperature.
 
     Returns:
-      dict with :data:`METRIC_KEYS` and ``"temperature"``; ``t_m*`` equal ``m*``.
+      dict with :data:`METRIC_KEYS`, the ``split/metric`` keys and ``"temperature"``;
+      ``t_m*`` equal ``m*``.
     """
     temperature = calibration.fit_temperature(val_logits, val_labels)
     out = {"temperature": temperature}
     out["accuracy"], out["ece"] = _classification(_log_softmax(test_logits), test_labels)
+    out.update(_proper_scores(_log_softmax(test_logits), test_labels))
     t_test = calibration.apply_temperature(test_logits, temperature)
     _, out["t_ece"] = _classification(_log_softmax(t_test), test_labels)
     gmm_scores = _softmax_scores(np.asarray(test_log_densities, np.float64),
                                  np.asarray(ood_log_densities, np.float64))
     out.update(gmm_scores)
-    out.update({"t_" + key: value for key, value in gmm_scores.items()})
+    out.update({"t_" + key: value for key, value in gmm_scores.items() if "/" not in key})
     return out
 
 
 def _ensemble_ood_scores(member_logits, ood_member_logits, prefix=""):
     out = {}
-    out[prefix + "m1_auroc"], out[prefix + "m1_auprc"] = _scores(
-        uncertainty.ensemble_mutual_information(member_logits),
-        uncertainty.ensemble_mutual_information(ood_member_logits), True,
-    )
-    out[prefix + "m2_auroc"], out[prefix + "m2_auprc"] = _scores(
-        uncertainty.ensemble_predictive_entropy(member_logits),
-        uncertainty.ensemble_predictive_entropy(ood_member_logits), True,
-    )
+    m1 = (uncertainty.ensemble_mutual_information(member_logits),
+          uncertainty.ensemble_mutual_information(ood_member_logits), True)
+    m2 = (uncertainty.ensemble_predictive_entropy(member_logits),
+          uncertainty.ensemble_predictive_entropy(ood_member_logits), True)
+    out[prefix + "m1_auroc"], out[prefix + "m1_auprc"] = _scores(*m1)
+    out[prefix + "m2_auroc"], out[prefix + "m2_auprc"] = _scores(*m2)
+    if not prefix:
+        out["ood/m1_fpr95"], out["ood/m2_fpr95"] = _fpr95(*m1), _fpr95(*m2)
     return out
 
 
@@ -154,7 +177,8 @@ def ensemble_metrics(test_member_logits, test_labels, ood_member_logits,
       val_member_labels: sequence of ``[n_val_m]`` labels.
 
     Returns:
-      dict with :data:`METRIC_KEYS` and ``"temperature"`` (list, one per member).
+      dict with :data:`METRIC_KEYS`, the ``split/metric`` keys and ``"temperature"`` (list,
+      one per member).
     """
     test_member_logits = np.asarray(test_member_logits, np.float64)
     ood_member_logits = np.asarray(ood_member_logits, np.float64)
@@ -172,9 +196,9 @@ def ensemble_metrics(test_member_logits, test_labels, ood_member_logits,
     t = np.asarray(temperatures)[:, None, None]
     t_test, t_ood = test_member_logits / t, ood_member_logits / t
     out = {"temperature": temperatures}
-    out["accuracy"], out["ece"] = _classification(
-        uncertainty.ensemble_log_mean_probs(test_member_logits).numpy(), test_labels
-    )
+    log_mean_probs = uncertainty.ensemble_log_mean_probs(test_member_logits).numpy()
+    out["accuracy"], out["ece"] = _classification(log_mean_probs, test_labels)
+    out.update(_proper_scores(log_mean_probs, test_labels))
     _, out["t_ece"] = _classification(
         uncertainty.ensemble_log_mean_probs(t_test).numpy(), test_labels
     )
@@ -188,14 +212,16 @@ def summarize(runs) -> dict:
 
     Returns:
       ``{"mean": {k: float}, "std": {k: float | None}, "values": {k: [float]}}`` over
-      :data:`METRIC_KEYS`; ``std`` is the standard error ``std(ddof=1) / sqrt(runs)`` (None
+      :data:`METRIC_KEYS` followed by the ``split/metric`` keys (those with a ``/``) that
+      every run has; ``std`` is the standard error ``std(ddof=1) / sqrt(runs)`` (None
       for a single run, where the original writes NaN).
     """
     runs = list(runs)
     if not runs:
         raise ValueError("Expected at least one run to summarize. Received none.")
     out = {"mean": {}, "std": {}, "values": {}}
-    for key in METRIC_KEYS:
+    extra = [key for key in runs[0] if "/" in key and all(key in run for run in runs[1:])]
+    for key in (*METRIC_KEYS, *extra):
         values = [float(run[key]) for run in runs]
         out["values"][key] = values
         out["mean"][key] = float(np.mean(values))
@@ -226,12 +252,29 @@ def uncertainty_scores(model, gmm_data, eval_sets, num_classes=None, *, chunk_si
     if num_classes is None:
         num_classes = int(predictor.model.outputs[0].shape[-1])
     gmm = fit_gmm(predictor, gmm_data, num_classes)
+    return set_scores(predictor, gmm, eval_sets), gmm
+
+
+def set_scores(predictor, gmm, eval_sets):
+    """Scores of one network with a fitted GMM on each evaluation set (one forward pass each).
+
+    Args:
+      predictor: a :class:`ddu_tf.inference.Predictor` (or a model with a ``"features"`` layer).
+      gmm: fitted :class:`ddu_tf.density.ClassConditionalGaussians`.
+      eval_sets: dict ``name -> tf.data.Dataset`` of ``(x, y)`` batches.
+
+    Returns:
+      dict ``name -> {"entropy": [n] (nats), "log_density": [n] (logsumexp_c log q(z|c),
+      nats), "logits": [n, classes], "labels": [n] int64}``, float64 arrays.
+    """
+    predictor = as_predictor(predictor)
     out = {}
     for name, ds in eval_sets.items():
-        features, logits, _ = predictor.dataset_features_and_logits(ds)
+        features, logits, labels = predictor.dataset_features_and_logits(ds)
         out[name] = {"entropy": uncertainty.softmax_entropy(logits).numpy(),
-                     "log_density": gmm.log_density(features).numpy()}
-    return out, gmm
+                     "log_density": gmm.log_density(features).numpy(),
+                     "logits": logits, "labels": labels}
+    return out
 
 
 def pair_aurocs(scores, pairs):
@@ -256,4 +299,47 @@ def pair_aurocs(scores, pairs):
                 np.asarray(scores[negative][key]), np.asarray(scores[positive][key]),
                 higher_is_uncertain=higher_is_uncertain)
         out[f"{negative} vs {positive}"] = row
+    return out
+
+
+# ---------------------------------------------------------------- the Dirty-MNIST protocol
+OOD_SCORE_DIRECTIONS = (("entropy", True), ("log_density", False))
+"""The two scores of the protocol and their ``higher_is_uncertain`` flag: softmax entropy
+(aleatoric; OoD positive for AUPRC) and GMM log-density (epistemic; in-distribution
+positive), as :func:`ddu_tf.metrics.ood_auroc_auprc`."""
+
+
+def dirty_mnist_protocol(scores, ood_names, in_names=("mnist", "ambiguous")) -> dict:
+    """The Dirty-MNIST table of one network (issue 14), keys ``split/metric``.
+
+    Args:
+      scores: :func:`set_scores` of the network on ``in_names`` and ``ood_names`` (same input
+        transform for all; GMM fitted on the training split's features).
+      ood_names: names of the OoD sets in ``scores`` (e.g. ``fashion_mnist``).
+      in_names: the MNIST and Ambiguous-MNIST parts of Dirty-MNIST test; the third
+        in-distribution split ``dirty`` is their union.
+
+    Returns:
+      dict of floats: ``mnist/accuracy``, ``mnist/ece`` (15 bins, in [0, 1]), ``mnist/nll``
+      (nats), ``mnist/brier``; and for ``split`` in ``{mnist, ambiguous, dirty}_vs_{ood}``:
+      ``split/entropy_auroc``, ``split/entropy_auprc``, ``split/entropy_fpr95``,
+      ``split/log_density_auroc``, ``split/log_density_auprc``, ``split/log_density_fpr95``.
+    """
+    mnist_name, ambiguous_name = in_names
+    log_probs = _log_softmax(scores[mnist_name]["logits"])
+    labels = scores[mnist_name]["labels"]
+    out = {}
+    out["mnist/accuracy"], out["mnist/ece"] = _classification(log_probs, labels)
+    proper = _proper_scores(log_probs, labels)
+    out["mnist/nll"], out["mnist/brier"] = proper["test/nll"], proper["test/brier"]
+    in_sets = {"mnist": scores[mnist_name], "ambiguous": scores[ambiguous_name]}
+    in_sets["dirty"] = {key: np.concatenate([in_sets["mnist"][key], in_sets["ambiguous"][key]])
+                        for key in ("entropy", "log_density")}
+    for in_name, in_scores in in_sets.items():
+        for ood_name in ood_names:
+            split = f"{in_name}_vs_{ood_name}"
+            for key, higher_is_uncertain in OOD_SCORE_DIRECTIONS:
+                pair = (in_scores[key], scores[ood_name][key], higher_is_uncertain)
+                out[f"{split}/{key}_auroc"], out[f"{split}/{key}_auprc"] = _scores(*pair)
+                out[f"{split}/{key}_fpr95"] = _fpr95(*pair)
     return out

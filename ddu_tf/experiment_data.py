@@ -55,6 +55,9 @@ DATASETS = {
     # Dirty-MNIST with the regenerated Ambiguous-MNIST (builds offline from MNIST alone).
     "dirty_mnist_generated": DatasetSpec("dirty_mnist_generated", 10, (28, 28, 1),
                                          validation_split="validation"),
+    # The same at smoke-test scale (20 generated ambiguous images): checks Dirty-MNIST commands.
+    "dirty_mnist_generated_tiny": DatasetSpec("dirty_mnist_generated_tiny", 10, (28, 28, 1),
+                                              validation_split="validation"),
     "fashion_mnist": DatasetSpec("fashion_mnist", 10, (28, 28, 1)),
     "mnist1d": DatasetSpec("mnist1d", 10, (40,)),
 }

@@ -10,6 +10,13 @@
   MI; higher = more uncertain) OoD is the positive class; for a *confidence* score
   (logsumexp, GMM density; higher = more in-distribution) in-distribution is the positive class.
   AUROC is the same either way; AUPRC is not, so the flag matters.
+- ``fpr_at_tpr``: FPR at 95% TPR (Liang et al. 2018; Sun et al. 2022), in-distribution as the
+  positive class whatever the score's direction: the fraction of OoD samples still accepted
+  when the threshold keeps 95% of the in-distribution samples. Same ``higher_is_uncertain``
+  flag as ``ood_auroc_auprc``.
+- ``nll``: mean negative log-likelihood of the true labels, nats.
+- ``brier_score``: multi-class Brier score (Brier 1950) ``mean_i sum_c (p_ic - 1[c = y_i])^2``,
+  in [0, 2].
 """
 from __future__ import annotations
 
@@ -74,6 +81,106 @@ def ece_from_probs(probs, labels, num_bins: int = 15) -> float:
     return expected_calibration_error(probs.max(axis=1), probs.argmax(axis=1), labels, num_bins)
 
 
+def _probs_labels(probs, labels):
+    probs = np.asarray(probs, np.float64)
+    labels = np.asarray(labels)
+    if probs.ndim != 2 or probs.shape[0] == 0:
+        raise ValueError(
+            f"Expected non-empty probs of shape [batch, classes]. Received: {probs.shape}."
+        )
+    if labels.shape != (probs.shape[0],):
+        raise ValueError(
+            f"Expected labels of shape [{probs.shape[0]}]. Received: labels.shape={labels.shape}."
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"Expected integer labels. Received dtype {labels.dtype}.")
+    if labels.min() < 0 or labels.max() >= probs.shape[1]:
+        raise ValueError(
+            f"Expected labels in [0, {probs.shape[1]}). Received labels in "
+            f"[{labels.min()}, {labels.max()}]."
+        )
+    if not (np.all(probs >= 0) and np.all(probs <= 1)) or not np.allclose(probs.sum(1), 1.0,
+                                                                           atol=1e-5):
+        raise ValueError(
+            "Expected probs in [0, 1] with rows summing to 1. Received values outside or row "
+            "sums != 1; pass softmax probabilities, not logits."
+        )
+    return probs, labels
+
+
+def nll(probs, labels) -> float:
+    """Mean negative log-likelihood ``-mean_i log p_i[y_i]`` in nats.
+
+    Args:
+      probs: ``[batch, classes]`` predicted probabilities (rows sum to 1).
+      labels: ``[batch]`` integer classes.
+
+    Returns:
+      float >= 0; ``inf`` when a true label has probability 0 (no clipping, unlike sklearn's
+      ``log_loss``). For logits use :func:`ddu_tf.calibration.nll`.
+    """
+    probs, labels = _probs_labels(probs, labels)
+    with np.errstate(divide="ignore"):
+        return float(-np.mean(np.log(probs[np.arange(labels.size), labels])))
+
+
+def brier_score(probs, labels) -> float:
+    """Multi-class Brier score ``mean_i sum_c (p_ic - 1[c = y_i])^2``, in [0, 2] (0 is best).
+
+    Args:
+      probs: ``[batch, classes]`` predicted probabilities (rows sum to 1).
+      labels: ``[batch]`` integer classes.
+    """
+    probs, labels = _probs_labels(probs, labels)
+    onehot = np.zeros_like(probs)
+    onehot[np.arange(labels.size), labels] = 1.0
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+
+
+def _in_out(in_scores, ood_scores):
+    in_scores = _vector(in_scores, "in_scores").astype(np.float64)
+    ood_scores = _vector(ood_scores, "ood_scores").astype(np.float64)
+    if in_scores.size == 0 or ood_scores.size == 0:
+        raise ValueError(
+            f"Expected non-empty in_scores and ood_scores. Received {in_scores.size} and "
+            f"{ood_scores.size} samples."
+        )
+    if not (np.all(np.isfinite(in_scores)) and np.all(np.isfinite(ood_scores))):
+        raise ValueError("Expected finite scores. Received NaN/Inf in in_scores or ood_scores.")
+    return in_scores, ood_scores
+
+
+def fpr_at_tpr(in_scores, out_scores, tpr: float = 0.95, *, higher_is_uncertain: bool) -> float:
+    """False-positive rate at a given true-positive rate (FPR@95 for ``tpr=0.95``).
+
+    In-distribution is the positive class (Liang et al. 2018): the threshold is the loosest
+    that accepts at least a fraction ``tpr`` of ``in_scores``; the result is the fraction of
+    ``out_scores`` it accepts too (ties at the threshold count as accepted), i.e. the first
+    point of sklearn's ``roc_curve`` with TPR >= ``tpr``. Lower is better; 0 is a perfect
+    detector.
+
+    Args:
+      in_scores: ``[n_in]`` scores of in-distribution samples.
+      out_scores: ``[n_ood]`` scores of OoD samples.
+      tpr: target true-positive rate in (0, 1].
+      higher_is_uncertain: True for uncertainty scores (entropy, MI): a sample is accepted as
+        in-distribution when its score is at most the threshold. False for confidence scores
+        (logsumexp, GMM log-density): accepted when at least the threshold.
+
+    Returns:
+      FPR in [0, 1].
+    """
+    in_scores, out_scores = _in_out(in_scores, out_scores)
+    if not 0 < tpr <= 1:
+        raise ValueError(f"Expected 0 < tpr <= 1. Received: tpr={tpr!r}.")
+    sign = -1.0 if higher_is_uncertain else 1.0
+    confidence_in = np.sort(sign * in_scores)[::-1]
+    counts = np.arange(1, in_scores.size + 1)
+    k = counts[np.argmax(counts / in_scores.size >= tpr)]
+    threshold = confidence_in[k - 1]
+    return float(np.mean(sign * out_scores >= threshold))
+
+
 def ood_auroc_auprc(in_scores, ood_scores, *, higher_is_uncertain: bool) -> tuple[float, float]:
     """AUROC and AUPRC of separating in-distribution from OoD samples by a score.
 
@@ -87,16 +194,8 @@ def ood_auroc_auprc(in_scores, ood_scores, *, higher_is_uncertain: bool) -> tupl
     Returns:
       ``(auroc, auprc)``, each in [0, 1].
     """
-    in_scores = _vector(in_scores, "in_scores").astype(np.float64)
-    ood_scores = _vector(ood_scores, "ood_scores").astype(np.float64)
-    if in_scores.size == 0 or ood_scores.size == 0:
-        raise ValueError(
-            f"Expected non-empty in_scores and ood_scores. Received {in_scores.size} and "
-            f"{ood_scores.size} samples."
-        )
+    in_scores, ood_scores = _in_out(in_scores, ood_scores)
     scores = np.concatenate([in_scores, ood_scores])
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("Expected finite scores. Received NaN/Inf in in_scores or ood_scores.")
     is_ood = np.concatenate([np.zeros(in_scores.size), np.ones(ood_scores.size)])
     positive = is_ood if higher_is_uncertain else 1.0 - is_ood
     return (

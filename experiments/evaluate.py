@@ -28,6 +28,21 @@ used for that seed. Metrics per run: see ``ddu_tf.evaluation``
 ``res_{checkpoint stem}_{model_type}_{dataset}_{ood_dataset}.json`` has the original's
 layout ``{"mean", "std" (standard error), "values", "info"}``.
 
+The JSON also aggregates every ``split/metric`` key of the run dicts: ``test/nll``,
+``test/brier``, ``ood/m1_fpr95``, ``ood/m2_fpr95`` always, and with ``--protocol
+dirty_mnist`` the Dirty-MNIST table of issue 14 (``ddu_tf.evaluation.dirty_mnist_protocol``):
+the network's features of the training split of ``--dataset`` (the split it was trained on)
+fit the GMM; MNIST test, Ambiguous-MNIST test (``--ambiguous-variant``, one pair per image) and
+the OoD sets ``--ood-sets`` (``ddu_tf.data.ood_sets``: Fashion-MNIST, MNIST rotated 90
+degrees, sklearn digits, uniform noise) all get the same transform (normalisation + fixed
+N(0, ``--eval-noise-std``) noise); keys ``mnist/accuracy|ece|nll|brier`` and
+``{mnist,ambiguous,dirty}_vs_{ood}/{entropy,log_density}_{auroc,auprc,fpr95}``. The per-set
+scores are saved as ``scores_{checkpoint stem}_{model_type}.npz`` (for
+``experiments/plot_uncertainty.py --scores``) and, unless ``--no-tensorboard``, written next
+to the training run's TensorBoard logs (``{model dir}/stats_logging/{stem}/evaluation_{type}``):
+histograms ``{set}/entropy`` and ``{set}/log_density`` and every metric as a scalar, at step
+``--epoch`` (0 for ``best``).
+
 Distributed evaluation (``--strategy mirrored|multiworker|tpu``, see ``docs/distributed.md``):
 the models are loaded under ``strategy.scope()``; logits and features come from a sharded
 ``ddu_tf.inference.Predictor`` (batches of ``-b`` rows per replica, gathered back in
@@ -43,10 +58,12 @@ import sys
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import ddu_tf  # noqa: F401  (registers the TFDS builders and the Keras objects)
 import ddu_tf.models
 from ddu_tf import distribute, evaluation, training
+from ddu_tf.data import ood_sets
 from ddu_tf.experiment_data import (DATASETS, dataset_key, evaluation_pipeline,
                                     load_test_split, seeded_subset, train_validation_arrays)
 from ddu_tf.inference import Predictor, fit_gmm
@@ -103,6 +120,22 @@ def build_parser():
                              "that experiments/train.py --max-train-samples N used")
     parser.add_argument("--output-dir", dest="output_dir", default="./",
                         help="directory of the JSON result")
+    parser.add_argument("--protocol", default="original", choices=("original", "dirty_mnist"),
+                        help="dirty_mnist: add the Dirty-MNIST table (MNIST / Ambiguous / Dirty "
+                             "vs each OoD set, entropy and GMM density) to the JSON")
+    parser.add_argument("--ambiguous-variant", dest="ambiguous_variant", default=None,
+                        help="Ambiguous-MNIST of the protocol (official, generated, "
+                             "generated_tiny); default: that of --dataset")
+    parser.add_argument("--ood-sets", dest="ood_sets", nargs="+", default=list(ood_sets.OOD_SETS),
+                        choices=sorted(ood_sets.OOD_SETS), help="OoD sets of the protocol")
+    parser.add_argument("--eval-noise-std", dest="eval_noise_std", type=float,
+                        default=ood_sets.dirty_mnist.NOISE_STD,
+                        help="fixed noise std added to every protocol set (0: none)")
+    parser.add_argument("--max-eval-samples", dest="max_eval_samples", type=_positive_int,
+                        default=None, help="protocol: first N images of each set (smoke runs)")
+    parser.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
+                        help="protocol: write score histograms and metrics to TensorBoard next "
+                             "to the training logs")
     distribute.add_strategy_argument(parser)
     return parser
 
@@ -137,9 +170,53 @@ def model_path(args, run, seed):
                      "Check --load-path, --model, -sn, -mod, --coeff, --seed and --epoch.")
 
 
-def evaluate_run(args, run, test_ds, ood_ds, strategy=None):
+def protocol_datasets(args):
+    """The Dirty-MNIST protocol's evaluation sets as batched datasets (same transform)."""
+    variant = args.ambiguous_variant or {"dirty_mnist": "official"}.get(
+        args.dataset, "generated")
+    sets = ood_sets.evaluation_sets(variant, args.ood_sets, data_dir=args.dataset_root,
+                                    noise_std=args.eval_noise_std,
+                                    max_per_set=args.max_eval_samples)
+    return {name: tf.data.Dataset.from_tensor_slices(xy).batch(args.batch_size)
+            for name, xy in sets.items()}
+
+
+def write_tensorboard(log_dir, scores, result, step):
+    """Score histograms per set and every metric of ``result`` as scalars, at ``step``."""
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default():
+        for name, per_set in scores.items():
+            for key in ("entropy", "log_density"):
+                tf.summary.histogram(f"{name}/{key}", per_set[key], step=step)
+        for key, value in result.items():
+            if isinstance(value, float):
+                tf.summary.scalar(key if "/" in key else f"evaluation/{key}", value, step=step)
+    writer.close()
+
+
+def run_protocol(args, run, network, gmm, protocol_sets, path):
+    """Protocol metrics of one network; saves its scores (npz) and TensorBoard summaries."""
+    scores = evaluation.set_scores(network, gmm, protocol_sets)
+    result = evaluation.dirty_mnist_protocol(scores, args.ood_sets)
+    stem = os.path.basename(path)[:-len(".keras")]
+    os.makedirs(args.output_dir, exist_ok=True)
+    np.savez_compressed(
+        os.path.join(args.output_dir, f"scores_{stem}_{args.model_type}.npz"),
+        **{f"{name}/{key}": np.asarray(per_set[key], np.float32)
+           for name, per_set in scores.items() for key in ("entropy", "log_density")})
+    if args.tensorboard:
+        run_name = training.checkpoint_name(args.model, args.sn, args.mod, args.coeff,
+                                            args.seed + run, extension="")
+        log_dir = os.path.join(os.path.dirname(path), "stats_logging", run_name,
+                               f"evaluation_{args.model_type}")
+        write_tensorboard(log_dir, scores, result, args.epoch if args.epoch != "best" else 0)
+    return result
+
+
+def evaluate_run(args, run, test_ds, ood_ds, strategy=None, protocol_sets=None):
     """Metric dict of run ``run`` (see ``ddu_tf.evaluation``); ``strategy``: shard the
-    network passes and the GMM statistics across its replicas (None: one device)."""
+    network passes and the GMM statistics across its replicas (None: one device);
+    ``protocol_sets``: add the Dirty-MNIST protocol's keys (:func:`protocol_datasets`)."""
     num_classes = DATASETS[args.dataset].num_classes
 
     def predictor(seed):
@@ -165,12 +242,16 @@ def evaluate_run(args, run, test_ds, ood_ds, strategy=None):
     network = predictor(seed)
     train_ds, val_ds = train_val_datasets(args, seed)
     val_logits, val_labels = network.dataset_logits(val_ds)
+    gmm = None
+    if protocol_sets is not None or args.model_type == "gmm":
+        gmm = fit_gmm(network, train_ds, num_classes)
+    protocol = {} if protocol_sets is None else run_protocol(
+        args, run, network, gmm, protocol_sets, model_path(args, run, seed))
     if args.model_type == "softmax":
         test_logits, test_labels = network.dataset_logits(test_ds)
         ood_logits, _ = network.dataset_logits(ood_ds)
-        return evaluation.softmax_metrics(test_logits, test_labels, ood_logits,
-                                          val_logits, val_labels)
-    gmm = fit_gmm(network, train_ds, num_classes)
+        return {**evaluation.softmax_metrics(test_logits, test_labels, ood_logits,
+                                             val_logits, val_labels), **protocol}
     test_features, test_logits, test_labels = network.dataset_features_and_logits(test_ds)
     ood_features, _, _ = network.dataset_features_and_logits(ood_ds)
     result = evaluation.gmm_metrics(
@@ -180,7 +261,7 @@ def evaluate_run(args, run, test_ds, ood_ds, strategy=None):
         val_logits, val_labels,
     )
     result["jitter"] = gmm.jitter
-    return result
+    return {**result, **protocol}
 
 
 def output_path(args, output_dir=None):
@@ -198,11 +279,19 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     test_ds = load_test_split(args.dataset, args.batch_size, args.dataset_root)
     ood_ds = load_test_split(args.ood_dataset, args.batch_size, args.dataset_root)
+    protocol_sets = None
+    if args.protocol == "dirty_mnist":
+        if args.model_type == "ensemble":
+            raise ValueError("Expected --model-type softmax or gmm with --protocol dirty_mnist "
+                             "(it scores one network's entropy and GMM density). Received: "
+                             "--model-type ensemble.")
+        protocol_sets = protocol_datasets(args)
     runs = []
     for run in range(args.runs):
-        print(f"Evaluating run {run + 1}/{args.runs}")
-        runs.append(evaluate_run(args, run, test_ds, ood_ds, sharding))
-        print({key: round(float(runs[-1][key]), 4) for key in evaluation.METRIC_KEYS})
+        print(f"Evaluating run {run + 1}/{args.runs}", flush=True)
+        runs.append(evaluate_run(args, run, test_ds, ood_ds, sharding, protocol_sets))
+        print({key: round(float(value), 4) for key, value in runs[-1].items()
+               if key in evaluation.METRIC_KEYS or "/" in key}, flush=True)
     result = evaluation.summarize(runs)
     result["info"] = vars(args)
     output_dir = distribute.worker_directory(strategy, args.output_dir)

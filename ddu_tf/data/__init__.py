@@ -7,7 +7,7 @@ Other data-set modules plug into :func:`load` with :func:`register_source`.
 """
 import functools
 
-from ddu_tf.data import dirty_mnist
+from ddu_tf.data import dirty_mnist, ood_sets
 from ddu_tf.data.pipeline import load, register_source, registered_sources, unregister_source
 
 # MNIST / Fashion-MNIST from verified IDX files; Dirty- and Ambiguous-MNIST with the official
@@ -19,7 +19,9 @@ register_source("dirty_mnist", dirty_mnist.dirty_mnist_source)
 register_source("ambiguous_mnist", dirty_mnist.ambiguous_mnist_source)
 register_source("dirty_mnist_generated",
                 functools.partial(dirty_mnist.dirty_mnist_source, variant="generated"))
+register_source("dirty_mnist_generated_tiny",
+                functools.partial(dirty_mnist.dirty_mnist_source, variant="generated_tiny"))
 register_source("ambiguous_mnist_generated",
                 functools.partial(dirty_mnist.ambiguous_mnist_source, variant="generated"))
 
-__all__ = ["dirty_mnist", "load", "register_source", "registered_sources", "unregister_source"]
+__all__ = ["dirty_mnist", "ood_sets", "load", "register_source", "registered_sources", "unregister_source"]

@@ -8,7 +8,7 @@ from sklearn.neighbors import NearestNeighbors
 
 import ddu_tf  # noqa: F401  (registers DDUClassifier / DensityScore for load_model)
 from ddu_tf.ddu_classifier import DDUClassifier, fit_ddu
-from ddu_tf.density import ClassConditionalGaussians, SharedGaussian
+from ddu_tf.density import SharedGaussian
 
 CLASSES = 3
 KINDS = {"gmm": {}, "shared_gaussian": {}, "knn": {"k": 4}}

@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 import tfds_builders  # noqa: E402,F401  (registers the TFDS builders)
 
 # Register every custom Keras object of the package, so that `keras.models.load_model` can
-# read any model saved by it (SN wrapper, the "-mod" shortcut, the torch-style optimisers).
-from ddu_tf import layers, training  # noqa: E402,F401
+# read any model saved by it (SN wrapper, the "-mod" shortcut, the torch-style optimisers,
+# the DDU wrapper of any classifier).
+from ddu_tf import ddu_classifier, layers, training  # noqa: E402,F401
 from ddu_tf.models import blocks  # noqa: E402,F401

@@ -170,7 +170,7 @@ def test_tuner_trial_trains_what_a_run_with_its_weight_decay_trains(tmp_path):
     data = cli.load_data(args)
     state = cli.make_state(args, data, 369)
     tuning = cli.CNNRun(args, data, state, "bald", False, 369, None, str(tmp_path))
-    tuner = cli.weight_decay_tuner(tuning, args, 369)
+    tuner = cli.weight_decay_tuner(tuning, args, state.labelled, 0, str(tmp_path / "tuner"))
     tuner.search()
     trials = list(tuner.oracle.trials.values())
     assert len(trials) == 2

@@ -141,6 +141,9 @@ def parse_args(argv=None):
                         "(experiment 3; 0 = the dense RBF graph, which stays at chance)")
     p.add_argument("--summary-only", action="store_true",
                    help="only rebuild table.json / table.md / PNG from saved results")
+    p.add_argument("--report", action="store_true",
+                   help="only rebuild every experiment's table / PNG under --result_dir "
+                        "and its README.md (mean, std over seeds; paper tables beside)")
     distribute.add_strategy_argument(p)
     args = p.parse_args(argv)
     if args.strategy == "multiworker":
@@ -529,81 +532,267 @@ def run_one(args, data, run_name, acquisition, determ, seed, strategy=None):
     return loop.run()
 
 
-def first_reaching(history, max_error):
+def first_reaching(history, max_error, key="test/error"):
+    """Acquired images at the first round whose ``key`` is <= ``max_error`` (None if never)."""
     for record in history:
-        if record["metrics"]["test/error"] <= max_error:
+        if record["metrics"][key] <= max_error:
             return record["num_acquired"]
     return None
 
 
-def summarise(args):
-    """Write table.json / table.md and the accuracy-vs-acquired PNG of one experiment.
+def mean_std(values):
+    """``(mean, std)`` over seeds; std is the sample standard deviation (ddof 1), None for
+    one seed; ``(None, None)`` if any value is None (a seed that never got there)."""
+    if not values or any(v is None for v in values):
+        return None, None
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else None)
 
-    Covers every run found under ``<result_dir>/exp<k>/`` (runs started by separate
-    processes included), averaging the seeds of each run name.
-    """
+
+def collect_runs(exp_dir):
+    """``{run_name: [results dict of each seed]}`` of the runs under ``exp_dir`` (seed order)."""
+    runs = {}
+    entries = sorted(os.listdir(exp_dir)) if os.path.isdir(exp_dir) else []
+    for entry in entries:
+        path = os.path.join(exp_dir, entry, "results.json")
+        if "_seed" in entry and os.path.exists(path):
+            saved = load_results(path)
+            if saved["history"]:
+                runs.setdefault(entry.rsplit("_seed", 1)[0], []).append(saved)
+    return runs
+
+
+REPORT_ACQUIRED = (100, 200, 300, 500, 1000)
+"""Acquired-image counts whose test error the tables list."""
+
+
+def summarise_runs(saved_runs, error_key="test/error"):
+    """Seed statistics of one run name: images to 10% / 5% error (per seed and mean, std),
+    error at ``REPORT_ACQUIRED`` images (%, over the seeds that got there), wall time."""
+    histories = [saved["history"] for saved in saved_runs]
+    rounds = [len(h) - 1 for h in histories]
+    row = {"seeds": [saved["config"]["seed"] for saved in saved_runs],
+           "rounds_done": rounds, "acquired_last": [h[-1]["num_acquired"] for h in histories]}
+    for name, threshold in (("to_10pct_error", 0.10), ("to_5pct_error", 0.05)):
+        per_seed = [first_reaching(h, threshold, error_key) for h in histories]
+        row[name] = {"per_seed": per_seed}
+        # a seed still running that has not got there yet leaves the mean open
+        row[name]["mean"], row[name]["std"] = mean_std(per_seed)
+    row["error_pct_at"] = {}
+    for acquired in REPORT_ACQUIRED:
+        errors = [100 * r["metrics"][error_key] for h in histories for r in h
+                  if r["num_acquired"] == acquired]
+        if errors:
+            mean, std = mean_std(errors)
+            row["error_pct_at"][str(acquired)] = {"mean": mean, "std": std,
+                                                  "seeds": len(errors)}
+    minutes = [sum(r["round_seconds"] for r in h) / 60 for h in histories]
+    row["wall_minutes"] = {"per_seed": minutes, "mean": float(np.mean(minutes))}
+    return row
+
+
+def plot_curves(runs, path, title, error_key="test/error"):
+    """Test accuracy vs acquired images: mean over seeds, band = +-1 std (sample, ddof 1),
+    over the rounds every seed has finished."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    exp_dir = os.path.join(args.result_dir, f"exp{args.experiment}")
-    runs = {}
-    for entry in sorted(os.listdir(exp_dir)) if os.path.isdir(exp_dir) else []:
-        path = os.path.join(exp_dir, entry, "results.json")
-        if "_seed" in entry and os.path.exists(path):
-            runs.setdefault(entry.rsplit("_seed", 1)[0], []).append(path)
-    table, fig = {}, plt.figure(figsize=(7, 4.5))
-    for run_name, paths in runs.items():
-        histories = [load_results(path)["history"] for path in paths]
-        histories = [h for h in histories if h]
-        if not histories:
-            continue
+    fig = plt.figure(figsize=(7, 4.5))
+    for run_name, saved_runs in runs.items():
+        histories = [saved["history"] for saved in saved_runs]
         length = min(len(h) for h in histories)
         acquired = [histories[0][r]["num_acquired"] for r in range(length)]
-        acc = np.array([[h[r]["metrics"]["test/accuracy"] for r in range(length)]
+        acc = np.array([[1 - h[r]["metrics"][error_key] for r in range(length)]
                         for h in histories])
-        plt.plot(acquired, acc.mean(0), label=run_name)
-        reach = {k: [first_reaching(h[:length], thr) for h in histories]
-                 for k, thr in (("to_10pct_error", 0.10), ("to_5pct_error", 0.05))}
-        table[run_name] = {
-            "runs": len(histories), "rounds_done": length - 1,
-            "acquired_last": acquired[-1],
-            "test_error_last_pct": float(100 * (1 - acc[:, -1].mean())),
-            **{k: (float(np.mean(v)) if all(x is not None for x in v) else None)
-               for k, v in reach.items()},
-        }
+        line, = plt.plot(acquired, acc.mean(0), label=f"{run_name} ({len(histories)} seeds)")
+        if len(histories) > 1:
+            std = acc.std(0, ddof=1)
+            plt.fill_between(acquired, acc.mean(0) - std, acc.mean(0) + std, alpha=0.2,
+                             color=line.get_color(), linewidth=0)
     plt.xlabel("acquired images")
-    plt.ylabel("test accuracy (MC-averaged)")
-    plt.title(f"Bayesian active learning, experiment {args.experiment}")
+    plt.ylabel("test accuracy")
+    plt.title(title + "\nmean over seeds, band: +-1 std")
     plt.grid(alpha=0.3)
-    plt.legend()
-    os.makedirs(exp_dir, exist_ok=True)
-    png = os.path.join(exp_dir, "test_accuracy.png")
-    fig.savefig(png + ".tmp.png", dpi=120, bbox_inches="tight")
-    os.replace(png + ".tmp.png", png)
+    plt.legend(fontsize=8)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path + ".tmp.png", dpi=120, bbox_inches="tight")
+    os.replace(path + ".tmp.png", path)
     plt.close(fig)
-    atomic_write_text(os.path.join(exp_dir, "table.json"), json.dumps(table, indent=2))
-    paper_header = ("paper error at 1000 (%)" if args.experiment == 4
-                    else "paper images to 10% / 5% err")
-    lines = ["| run | runs | rounds | images to 10% err | to 5% err | error at last (%) "
-             f"| {paper_header} |", "|---|---|---|---|---|---|---|"]
-    fmt = lambda v: "not reached" if v is None else f"{v:.0f}"  # noqa: E731
+
+
+def _fmt(stat, digits=0):
+    """``mean +- std`` (or ``mean``, or ``not reached``) of a ``{"mean", "std"}`` dict."""
+    if stat is None or stat.get("mean") is None:
+        return "not reached"
+    text = f"{stat['mean']:.{digits}f}"
+    return text + (f" +- {stat['std']:.{digits}f}" if stat.get("std") is not None else "")
+
+
+def _paper(name, experiment):
+    if experiment == 4:
+        return f"{PAPER_TABLE_2[name]:.2f}" if name in PAPER_TABLE_2 else ""
+    if experiment == 1:
+        return " / ".join(str(v) for v in PAPER_TABLE_1.get(name, ()))
+    return ""
+
+
+def table_lines(table, experiment):
+    """Markdown rows of one experiment's table (``summarise`` output)."""
+    paper = "paper error at 1000 (%)" if experiment == 4 else "paper 10% / 5%"
+    lines = ["| run | seeds | rounds | images to 10% err | to 5% err | "
+             + " | ".join(f"err % at {n}" for n in REPORT_ACQUIRED)
+             + f" | {paper} | wall min / run |",
+             "|---|---|---|---|---|" + "---|" * len(REPORT_ACQUIRED) + "---|---|"]
     for name, row in table.items():
-        if args.experiment == 4:
-            paper = PAPER_TABLE_2.get(name, "")
-        elif args.experiment == 1:
-            paper = " / ".join(str(v) for v in PAPER_TABLE_1.get(name, ()))
-        else:
-            paper = ""
-        lines.append(f"| {name} | {row['runs']} | {row['rounds_done']} | "
-                     f"{fmt(row['to_10pct_error'])} | {fmt(row['to_5pct_error'])} | "
-                     f"{row['test_error_last_pct']:.2f} | {paper} |")
-    atomic_write_text(os.path.join(exp_dir, "table.md"), "\n".join(lines) + "\n")
+        at = [_fmt(row["error_pct_at"].get(str(n)), 2) for n in REPORT_ACQUIRED]
+        at = ["" if v == "not reached" else v for v in at]
+        rounds = sorted(set(row["rounds_done"]))
+        lines.append(
+            f"| {name} | {len(row['seeds'])} | {'/'.join(map(str, rounds))} | "
+            f"{_fmt(row['to_10pct_error'])} | {_fmt(row['to_5pct_error'])} | "
+            + " | ".join(at) + f" | {_paper(name, experiment)} | "
+            f"{row['wall_minutes']['mean']:.1f} |")
+    return lines
+
+
+def summarise(args, exp_dir=None, experiment=None):
+    """Write ``table.json``, ``table.md`` and ``test_accuracy.png`` of one experiment dir.
+
+    Covers every run found under ``<result_dir>/exp<k>/`` (runs started by separate
+    processes included), aggregating the seeds of each run name: mean and sample standard
+    deviation (ddof 1) over seeds.
+    """
+    experiment = args.experiment if experiment is None else experiment
+    exp_dir = exp_dir or os.path.join(args.result_dir, f"exp{experiment}")
+    runs = collect_runs(exp_dir)
+    table = {name: summarise_runs(saved) for name, saved in runs.items()}
+    os.makedirs(exp_dir, exist_ok=True)
+    if runs:
+        plot_curves(runs, os.path.join(exp_dir, "test_accuracy.png"),
+                    f"Bayesian active learning, experiment {experiment}")
+    atomic_write_text(os.path.join(exp_dir, "table.json"), json.dumps(table, indent=2))
+    atomic_write_text(os.path.join(exp_dir, "table.md"),
+                      "\n".join(table_lines(table, experiment)) + "\n")
     return table
+
+
+VARIANTS = {
+    "tuned_wd": "Experiment 1 with the weight decay tuned every round on the 100 validation "
+                "points (`--tune-weight-decay --tune-every 1`; the paper's wording, issue 20 "
+                "item 6), beside the authors' code's fixed 3.5 / N_train above",
+}
+"""Sub-result-dirs (same layout) that the README reports as their own Experiment-1 table."""
+
+PROTOCOL_DIRS = {"paper": "paper CNN (conv 4x4, pool 2, dense 128)",
+                 "authors_code": "authors' Keras script's CNN (conv 3x3, pool 5, dense 256)"}
+"""``<result_dir>/protocol/<name>``: Random runs with ``--test-eval both``."""
+
+README_HEAD = """# Deep Bayesian Active Learning (Gal, Islam & Ghahramani 2017) on MNIST
+
+Generated from the committed `results.json` files by
+
+    python experiments/bayesian_al.py --report --result_dir results/bayesian_al
+
+(do not edit by hand; run from the repository root). Each run is one `results.json` under
+`exp<k>/<function>_seed<s>/`, written after every round by the command in its queue line
+(`results/queue.txt`; logs in `logs/`). `bf16_seed369/` is the archived first seed (bfloat16,
+another machine) with its own README, not mixed into these tables.
+
+Setting: the paper's (20 class-balanced initial points, 100 validation points, 10k test
+points, 2000-point random pool subset scored per round, 10 acquired per round, T = 100
+dropout samples for acquisition and for the MC-averaged test predictions, model
+re-initialised every round, Adam lr 1e-3, 50 epochs, batch 128), float32, weight decay
+`3.5 / N_train` on the first dense layer (the authors' code) unless a section says otherwise.
+
+**Statistics.** `a +- b` is the mean and the sample standard deviation (ddof 1) over the
+seeds counted in the `seeds` column (369, 370, 371, ...); no `+- b` with one seed. "Images to
+X% error": per seed, the acquired images at the first round whose 10k-test error is <= X%;
+"not reached" when some seed has not got there within its finished rounds (`rounds` lists
+the finished rounds of the seeds). Curves: mean test accuracy over the seeds, band +-1 std,
+over the rounds all seeds have finished. Wall time: the sum of the rounds' times of one
+run, mean over seeds, measured on the shared 2-core machine (other jobs running, so an
+upper bound of an idle run).
+"""
+
+
+def protocol_lines(result_dir):
+    """Test error (%) of the ``protocol/`` Random runs: MC-averaged vs deterministic pass."""
+    lines = []
+    for name, label in PROTOCOL_DIRS.items():
+        runs = collect_runs(os.path.join(result_dir, "protocol", name, "exp1"))
+        for run_name, saved_runs in runs.items():
+            for saved in saved_runs:
+                history = saved["history"]
+                if "test_determ/error" not in history[0]["metrics"]:
+                    continue
+                if not lines:
+                    lines = ["| CNN | seed | acquired | test error, MC T=100 (%) | "
+                             "test error, deterministic (%) |", "|---|---|---|---|---|"]
+                for r in history:
+                    lines.append(f"| {label} | {saved['config']['seed']} | "
+                                 f"{r['num_acquired']} | {100 * r['metrics']['test/error']:.2f} "
+                                 f"| {100 * r['metrics']['test_determ/error']:.2f} |")
+    return lines
+
+
+def write_report(args):
+    """Summarise every experiment (and variant) under ``--result_dir`` and write README.md."""
+    root = args.result_dir
+    sections = [README_HEAD]
+    titles = {1: "Experiment 1: acquisition functions (paper Fig. 1, Table 1)",
+              2: "Experiment 2: MC dropout vs the deterministic CNN (paper Fig. 2)",
+              3: "Experiment 3: binary MNIST (4 vs 9), MC dropout vs MBR (paper Fig. 3/4)",
+              4: "Experiment 4: 5000 validation points, weight decay tuned every round "
+                 "(paper Table 2)"}
+    notes = {
+        3: "MBR: harmonic function + class mass normalisation on a symmetrised 10-nearest-"
+           "neighbour RBF graph over labelled + 2000 pool + test images (transductive; "
+           "`--mbr-neighbors`). On the dense RBF graph the harmonic solution is nearly "
+           "constant (0.53-0.54) and MBR stays at chance. With two classes Max Entropy and "
+           "Var Ratios are increasing functions of the same quantity, min(p, 1 - p), so "
+           "they acquire the same points: their rows and curves coincide by construction.",
+        4: "Paper Table 2 gives the test error after 1000 acquired images; the column "
+           "`err % at 1000` is ours. The tuned values are in each run's "
+           "`weight_decay.json` (trials and validation accuracies per round).",
+    }
+    for experiment in (1, 2, 3, 4):
+        exp_dir = os.path.join(root, f"exp{experiment}")
+        if not collect_runs(exp_dir):
+            continue
+        table = summarise(args, exp_dir, experiment)
+        sections.append(f"## {titles[experiment]}\n")
+        if experiment in notes:
+            sections.append(notes[experiment] + "\n")
+        sections.append("\n".join(table_lines(table, experiment)) + "\n")
+        sections.append(f"![test accuracy](exp{experiment}/test_accuracy.png)\n")
+    for variant, title in VARIANTS.items():
+        exp_dir = os.path.join(root, variant, "exp1")
+        if collect_runs(exp_dir):
+            table = summarise(args, exp_dir, 1)
+            sections.append(f"## {title}\n")
+            sections.append("\n".join(table_lines(table, 1)) + "\n")
+            sections.append(f"![test accuracy]({variant}/exp1/test_accuracy.png)\n")
+    lines = protocol_lines(root)
+    if lines:
+        sections.append(
+            "## Early rounds: the paper's protocol vs the authors' Keras script\n\n"
+            "The authors' script (`Dropout_Bald_Q10_N1000_Paper.py`) measures test accuracy "
+            "with a deterministic `model.evaluate` (dropout off) and builds a smaller CNN. "
+            "Random acquisition with seed 369 (the same acquired points as "
+            "`exp1/random_seed369`), each round evaluated both ways "
+            "(`--test-eval both`; `protocol/<cnn>/`, commands in `protocol/run.sh`):\n")
+        sections.append("\n".join(lines) + "\n")
+    text = "\n".join(sections)
+    atomic_write_text(os.path.join(root, "README.md"), text)
+    return text
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.report:
+        print(write_report(args))
+        return None
     strategy = distribute.strategy_from_args(args)  # first: multi-worker needs it at startup
     strategy = None if args.strategy == "default" else strategy
     tf.get_logger().setLevel("ERROR")

@@ -48,7 +48,8 @@ def bayesian_cnn(num_classes=10, input_shape=(28, 28, 1), dropout=True, weight_d
 
     Returns:
         Functional ``keras.Model`` ``[batch, *input_shape] -> [batch, num_classes]`` logits;
-        the ``dense_units``-d post-ReLU penultimate tensor is the output of the layer ``"features"``.
+        the ``dense_units``-d post-ReLU penultimate tensor is the output of the layer
+        ``"features"``.
 
     Example:
         >>> model = bayesian_cnn()

@@ -125,7 +125,8 @@ def test_experiment_2_continues_experiment_1_and_mixed_precision(tmp_path, monke
 @pytest.mark.slow
 def test_experiment_3_mbr_and_experiment_2_determ(tmp_path):
     cli = _experiment_module()
-    table = cli.main(_TINY + ["--experiment", "3", "--functions", "var_ratios", "--rounds", "1",
+    table = cli.main(_TINY + ["--experiment", "3", "--functions", "var_ratios", "mbr",
+                              "--rounds", "1",
                               "--mbr-graph-size", "60", "--result_dir", str(tmp_path)])
     assert set(table) == {"var_ratios", "mbr"}
     mbr = json.loads((tmp_path / "exp3" / "mbr_seed369" / "results.json").read_text())

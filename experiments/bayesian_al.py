@@ -20,8 +20,12 @@ The CNN is trained by ``ddu_tf.active_learning.CompiledTrainer`` (one model per 
 re-initialised in place each round, all epochs in one ``tf.function``) and the
 ``MCDropoutPredictor``s on it are traced once per run; ``--mixed-precision`` runs it under
 Keras' ``mixed_bfloat16`` policy. ``--tune-weight-decay`` chooses the weight decay with
-keras-tuner trials that train and validate exactly as a run's first round does
-(:class:`WeightDecayTuner`).
+keras-tuner trials that train and validate exactly as the run's round does
+(:func:`weight_decay_tuner`), once on the initial set or, with ``--tune-every K``, again
+every K rounds (Experiment 4 tunes every round by default, as the paper's Table 2).
+``--test-eval`` and ``--cnn`` give the authors' Keras script's protocol (deterministic test
+pass; conv 3x3, pool 5, dense 256) beside the paper's; settings added after the first
+Experiment-1 runs enter a run's config only when not at their default, so those runs resume.
 
 ``--strategy {default,mirrored,tpu}`` (``ddu_tf.distribute``, docs/distributed.md): the
 trainer builds the CNN and its optimiser under ``strategy.scope()`` and splits every
@@ -51,13 +55,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from ddu_tf import distribute  # noqa: E402
 from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,  # noqa: E402
                                     atomic_write_text, class_mass_normalized, get_acquisition,
-                                    harmonic_solution, initial_state, load_results,
-                                    mbr_expected_risk, random_scores, rbf_graph)
-from ddu_tf.inference import MCDropoutPredictor  # noqa: E402
+                                    harmonic_solution, harmonic_update, initial_state,
+                                    load_results, mbr_expected_risk, random_scores,
+                                    rbf_graph)
+from ddu_tf.inference import MCDropoutPredictor, Predictor  # noqa: E402
 from ddu_tf.uncertainty import log_mean_prob  # noqa: E402
 from ddu_tf.io.mnist_idx import load_idx_arrays  # noqa: E402
-from ddu_tf.models.bayesian_cnn import (ALL_DECAY_LAYERS, AUTHORS_DECAY_LAYERS,  # noqa: E402
-                                        bayesian_cnn)
+from ddu_tf.models.bayesian_cnn import (ALL_DECAY_LAYERS, AUTHORS_CODE_SHAPE,  # noqa: E402
+                                        AUTHORS_DECAY_LAYERS, PAPER_SHAPE, bayesian_cnn)
 
 ACQ_FUNC_CODES = {1: ["random"], 2: ["max_entropy"], 3: ["bald"], 4: ["var_ratios"],
                   5: ["mean_std"],
@@ -102,8 +107,19 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay-on", choices=["features", "all"], default="features",
                    help="L2 on the first dense layer (authors' code) or on every kernel")
     p.add_argument("--tune-weight-decay", action="store_true",
-                   help="choose weight_decay on the validation set with keras-tuner")
+                   help="choose weight_decay on the validation set with keras-tuner "
+                        "(default for --experiment 4 unless --weight-decay is given)")
+    p.add_argument("--tune-every", type=int, default=0,
+                   help="with --tune-weight-decay: tune again every K rounds (1 = every "
+                        "round, the paper's Table 2); 0 = once, on the initial set")
     p.add_argument("--tune-trials", type=int, default=4)
+    p.add_argument("--test-eval", choices=["mc", "deterministic", "both"], default="mc",
+                   help="test/val predictions: MC-averaged over T dropout masks (the paper), "
+                        "one deterministic pass with dropout off (the authors' Keras "
+                        "model.evaluate), or both (test/* MC, test_determ/* deterministic)")
+    p.add_argument("--cnn", choices=["paper", "authors_code"], default="paper",
+                   help="Bayesian CNN shape: the paper's conv 4x4, pool 2, dense 128, or the "
+                        "authors' Keras script's conv 3x3, pool 5, dense 256")
     p.add_argument("--consistent-masks", action="store_true",
                    help="acquisition: the same T dropout masks for every pool point")
     p.add_argument("--test-masks", choices=["consistent", "independent"], default="consistent",
@@ -120,8 +136,14 @@ def parse_args(argv=None):
                         "the paper's pair was not checked)")
     p.add_argument("--mbr-graph-size", type=int, default=2000,
                    help="pool points in the MBR graph (experiment 3)")
+    p.add_argument("--mbr-neighbors", type=int, default=10,
+                   help="nearest neighbours per image in the MBR graph, symmetrised "
+                        "(experiment 3; 0 = the dense RBF graph, which stays at chance)")
     p.add_argument("--summary-only", action="store_true",
                    help="only rebuild table.json / table.md / PNG from saved results")
+    p.add_argument("--report", action="store_true",
+                   help="only rebuild every experiment's table / PNG under --result_dir "
+                        "and its README.md (mean, std over seeds; paper tables beside)")
     distribute.add_strategy_argument(p)
     args = p.parse_args(argv)
     if args.strategy == "multiworker":
@@ -130,6 +152,11 @@ def parse_args(argv=None):
                 "block the others); use --strategy mirrored")
     if args.val_size is None:
         args.val_size = 5000 if args.experiment == 4 else 100
+    if args.experiment == 4 and args.weight_decay is None and not args.tune_weight_decay:
+        args.tune_weight_decay, args.tune_every = True, args.tune_every or 1
+    if args.tune_every < 0 or (args.tune_every and not args.tune_weight_decay):
+        p.error(f"Expected --tune-every >= 0, with --tune-weight-decay. Received: "
+                f"--tune-every {args.tune_every}")
     if args.test_dropout_iter is None:
         args.test_dropout_iter = args.dropout_iter
     return args
@@ -156,12 +183,15 @@ def runs_for(args):
         names = args.functions or ["bald", "var_ratios", "max_entropy"]
         return [(f"{n}_{mode}", n, mode == "determ") for n in names for mode in ("mc", "determ")]
     if args.experiment == 3:
-        names = args.functions or ["bald", "var_ratios", "max_entropy", "random"]
-        return [(n, n, args.determ) for n in names] + [("mbr", "mbr", True)]
+        names = args.functions or ["bald", "var_ratios", "max_entropy", "random", "mbr"]
+        return [(n, n, True if n == "mbr" else args.determ) for n in names]
     if args.experiment == 4:
         names = args.functions or ["random", "bald", "max_entropy", "var_ratios"]
         return [(n, n, args.determ) for n in names]
     return [(n, n, args.determ) for n in (args.functions or ACQ_FUNC_CODES[args.acq_func])]
+
+
+CNN_SHAPES = {"paper": PAPER_SHAPE, "authors_code": AUTHORS_CODE_SHAPE}
 
 
 def decay_layers(args):
@@ -193,13 +223,24 @@ class CNNRun:
         """The run's one compiled trainer (one model for the whole run)."""
         if self._trainer is None:
             self._trainer = CompiledTrainer(
-                lambda: bayesian_cnn(self.num_classes, dropout=not self.determ),
+                lambda: bayesian_cnn(self.num_classes, dropout=not self.determ,
+                                     **CNN_SHAPES[self.args.cnn]),
                 epochs=self.args.epochs, batch_size=self.args.batch_size,
                 learning_rate=self.args.lr, decay_layers=self.decay_layers,
                 strategy=self.strategy)
         return self._trainer
 
     def train(self, labelled, round_index):
+        """One round's model; with ``--tune-every K`` the weight decay is first tuned again
+        (keras-tuner trials of :meth:`fit`) at every K-th round, the choice kept in
+        ``weight_decay.json`` (a resumed round reuses it)."""
+        every = self.args.tune_every if self.args.tune_weight_decay else 0
+        if every:
+            self.weight_decay = tuned_weight_decay(self, labelled,
+                                                   round_index - round_index % every)
+        return self.fit(labelled, round_index)
+
+    def fit(self, labelled, round_index):
         """One round's model: re-initialised (paper) or continued, then trained."""
         seed = round_seed(self.seed, round_index)
         restore = (not self.args.reinit and round_index > 0
@@ -226,20 +267,35 @@ class CNNRun:
                 strategy=self.strategy)
         return self._predictors[key]
 
+    def split_metrics(self, split, round_index, deterministic=False):
+        """``{split/accuracy, split/error, split/nll}`` of "test" or "val" (empty if the
+        split is): MC-averaged predictions ``log mean_t p_t`` (T = ``--test-dropout-iter``)
+        or one deterministic pass (dropout off: Keras' weight-scaling inference)."""
+        idx, x, y = ((self.state.test, self.x_test, self.y_test) if split == "test"
+                     else (self.state.validation, self.x_train, self.y_train))
+        if not len(idx):
+            return {}
+        if deterministic or self.determ:
+            log_p = tf.nn.log_softmax(Predictor(self.trainer.model).logits(x[idx])).numpy()
+        else:
+            predictor = self._predictor(self.args.test_dropout_iter,
+                                        self.args.test_masks == "consistent")
+            log_p = predictor.reduce(x[idx], log_mean_prob,
+                                     seed=(self.seed, round_index)).numpy()
+        accuracy = float(np.mean(log_p.argmax(-1) == y[idx]))
+        return {f"{split}/accuracy": accuracy, f"{split}/error": 1.0 - accuracy,
+                f"{split}/nll": float(-np.mean(log_p[np.arange(len(idx)), y[idx]]))}
+
     def evaluate(self, model, round_index):
-        predictor = self._predictor(self.args.test_dropout_iter,
-                                    self.args.test_masks == "consistent")
-        seed = (self.seed, round_index)
+        mode = self.args.test_eval
         metrics = {}
-        for split, idx, x, y in (("test", self.state.test, self.x_test, self.y_test),
-                                 ("val", self.state.validation, self.x_train, self.y_train)):
-            if not len(idx):
-                continue
-            log_p = predictor.reduce(x[idx], log_mean_prob, seed=seed).numpy()
-            accuracy = float(np.mean(log_p.argmax(-1) == y[idx]))
-            metrics[f"{split}/accuracy"] = accuracy
-            metrics[f"{split}/error"] = 1.0 - accuracy
-            metrics[f"{split}/nll"] = float(-np.mean(log_p[np.arange(len(idx)), y[idx]]))
+        for split in ("test", "val"):
+            metrics.update(self.split_metrics(split, round_index, mode == "deterministic"))
+            if mode == "both":
+                metrics.update({k.replace(f"{split}/", f"{split}_determ/"): v for k, v in
+                                self.split_metrics(split, round_index, True).items()})
+        if self.args.tune_weight_decay and self.args.tune_every:
+            metrics["train/weight_decay"] = float(self.weight_decay)
         return metrics
 
     def score(self, model, candidates, round_index):
@@ -252,9 +308,15 @@ class CNNRun:
 
 
 class MBRRun:
-    """Minimum Bayes Risk on an RBF graph over labelled + pool subset + test (transductive)."""
+    """Minimum Bayes Risk on an RBF graph over labelled + pool subset + test (transductive).
 
-    def __init__(self, data, state):
+    The graph keeps each image's ``num_neighbors`` nearest neighbours (symmetrised;
+    ``rbf_graph``); None is the dense graph, on which MBR stays at chance. The harmonic
+    solution of a round is computed once (evaluation and scoring share it) and carried to
+    the next round by ``harmonic_update`` when the labelled set only grew.
+    """
+
+    def __init__(self, data, state, num_neighbors=10):
         self.x_train, self.y_train, self.x_test, self.y_test = data
         self.state = state
         self.graph_pool = np.asarray(state.pool, dtype=np.int64)
@@ -262,15 +324,30 @@ class MBRRun:
         self.nodes = np.concatenate([self.initial, self.graph_pool])
         features = np.concatenate([self.x_train[self.nodes].reshape(len(self.nodes), -1),
                                    self.x_test[state.test].reshape(len(state.test), -1)])
-        self.weights = rbf_graph(features)
+        self.weights = rbf_graph(features, num_neighbors=num_neighbors)
         self.node_of = {int(i): k for k, i in enumerate(self.nodes)}
+        self._labelled, self._solution = np.zeros([0], np.int64), None
+
+    def solution(self, labelled_nodes):
+        """``(unlabelled, f_u, green)`` of the graph with ``labelled_nodes`` labelled."""
+        labelled_nodes = np.asarray(labelled_nodes, np.int64)
+        labels = self.y_train[self.nodes[labelled_nodes]]
+        seen = len(self._labelled)
+        if self._solution is not None and np.array_equal(labelled_nodes[:seen], self._labelled):
+            if len(labelled_nodes) > seen:
+                self._solution = harmonic_update(*self._solution, labelled_nodes[seen:],
+                                                 labels[seen:])
+        else:
+            self._solution = harmonic_solution(self.weights, labelled_nodes, labels)
+        self._labelled = labelled_nodes
+        return self._solution
 
     def train(self, labelled, round_index):
         return np.array([self.node_of[int(i)] for i in labelled], dtype=np.int64)
 
     def evaluate(self, labelled_nodes, round_index):
         labels = self.y_train[self.nodes[labelled_nodes]]
-        unlabelled, f_u, _ = harmonic_solution(self.weights, labelled_nodes, labels)
+        unlabelled, f_u, _ = self.solution(labelled_nodes)
         test_nodes = np.arange(len(self.nodes), self.weights.shape[0])
         prior = (labels.sum() + 1.0) / (labels.size + 2.0)  # Laplace-smoothed class-1 share
         predicted = class_mass_normalized(f_u, prior)[np.searchsorted(unlabelled, test_nodes)]
@@ -280,40 +357,72 @@ class MBRRun:
     def score(self, labelled_nodes, candidates, round_index):
         labels = self.y_train[self.nodes[labelled_nodes]]
         cand_nodes = np.array([self.node_of[int(i)] for i in candidates], dtype=np.int64)
-        return -mbr_expected_risk(self.weights, labelled_nodes, labels, cand_nodes)
+        return -mbr_expected_risk(self.weights, labelled_nodes, labels, cand_nodes,
+                                  solution=self.solution(labelled_nodes))
 
 
 WEIGHT_DECAY_RANGE = (0.035, 35.0)
 """Search range of ``weight_decay`` (L2 = weight_decay / N_train; the authors fix 3.5)."""
 
 
-def weight_decay_tuner(runner, args, seed):
+def weight_decay_tuner(runner, args, labelled, round_index, directory):
     """A keras-tuner random search over ``weight_decay`` whose trials train with the run's
-    own recipe: a trial is ``runner``'s round 0 -- its compiled trainer, seed, data and
-    weight-decay placement -- with the trial's value, scored by the MC-averaged accuracy on
-    the validation points (``val/accuracy``, maximised)."""
+    own recipe: a trial is ``runner.fit`` of round ``round_index`` on ``labelled`` -- its
+    compiled trainer, seed, data and weight-decay placement -- with the trial's value, scored
+    by the accuracy on the validation points (``val/accuracy`` as the run measures it,
+    maximised). keras-tuner's trial files go to ``directory``."""
     import keras_tuner
+
+    labelled = np.asarray(labelled, np.int64)
 
     class WeightDecayTuner(keras_tuner.RandomSearch):
         def run_trial(self, trial, *fit_args, **fit_kwargs):
             runner.weight_decay = trial.hyperparameters.Float(
                 "weight_decay", *WEIGHT_DECAY_RANGE, sampling="log")
-            labelled = np.asarray(runner.state.labelled, np.int64)
-            model = runner.train(labelled, 0)
-            return {"val_accuracy": runner.evaluate(model, 0)["val/accuracy"]}
+            runner.fit(labelled, round_index)
+            deterministic = args.test_eval == "deterministic"
+            return {"val_accuracy": runner.split_metrics("val", round_index,
+                                                         deterministic)["val/accuracy"]}
 
     return WeightDecayTuner(
         hypermodel=None, objective=keras_tuner.Objective("val_accuracy", "max"),
-        max_trials=args.tune_trials, seed=seed,
-        directory=os.path.join(args.result_dir, "tuner"), project_name=f"wd_{seed}",
-        overwrite=True)
+        max_trials=args.tune_trials, seed=round_seed(runner.seed, round_index),
+        directory=directory, project_name=f"round{round_index}", overwrite=True)
 
 
-def tune_weight_decay(runner, args, seed):
-    """Pick ``weight_decay`` (L2 = wd / N_train) on the validation set with keras-tuner."""
-    tuner = weight_decay_tuner(runner, args, seed)
-    tuner.search()
-    return float(tuner.get_best_hyperparameters(1)[0].get("weight_decay"))
+def tune_weight_decay(runner, args, labelled, round_index=0):
+    """Pick ``weight_decay`` (L2 = wd / N_train) on the validation set with keras-tuner.
+
+    Returns:
+        ``(best, trials)``: the chosen value and ``[[weight_decay, val_accuracy], ...]``.
+    """
+    import tempfile
+
+    if not len(runner.state.validation):
+        raise ValueError("Expected validation points to tune the weight decay on. Received: "
+                         "--val_size 0.")
+    with tempfile.TemporaryDirectory(prefix="wd_tuner_") as directory:
+        tuner = weight_decay_tuner(runner, args, labelled, round_index, directory)
+        tuner.search()
+        trials = [[t.hyperparameters.get("weight_decay"), t.score]
+                  for t in tuner.oracle.trials.values()]
+        best = float(tuner.get_best_hyperparameters(1)[0].get("weight_decay"))
+    return best, trials
+
+
+def tuned_weight_decay(runner, labelled, round_index):
+    """The weight decay tuned at ``round_index`` (read from ``<run_dir>/weight_decay.json``
+    when this round was tuned before, else tuned now and saved there)."""
+    path = os.path.join(runner.run_dir, "weight_decay.json")
+    saved = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            saved = json.load(handle).get("per_round", {})
+    if str(round_index) not in saved:
+        best, trials = tune_weight_decay(runner, runner.args, labelled, round_index)
+        saved[str(round_index)] = {"weight_decay": best, "trials": trials}
+        atomic_write_text(path, json.dumps({"per_round": saved}, indent=1))
+    return saved[str(round_index)]["weight_decay"]
 
 
 def run_config(args, acquisition, determ, seed, weight_decay):
@@ -323,6 +432,16 @@ def run_config(args, acquisition, determ, seed, weight_decay):
             "weight_decay_on", "test_masks", "mixed_precision"]
     config = {k: getattr(args, k) for k in keys}
     config.update(acquisition=acquisition, determ=determ, seed=seed, weight_decay=weight_decay)
+    if acquisition == "mbr":
+        config["mbr_neighbors"] = args.mbr_neighbors
+    # Settings added after the first Experiment-1 runs: in the config only when not the
+    # default, so those runs (saved without them) still resume and extend.
+    if args.tune_weight_decay and args.tune_every:
+        config.update(tune_every=args.tune_every, tune_trials=args.tune_trials)
+    if args.test_eval != "mc":
+        config["test_eval"] = args.test_eval
+    if args.cnn != "paper":
+        config["cnn"] = args.cnn
     return config
 
 
@@ -380,17 +499,19 @@ def run_one(args, data, run_name, acquisition, determ, seed, strategy=None):
         weight_decay = None
     elif args.weight_decay is not None:
         weight_decay = args.weight_decay
+    elif args.tune_weight_decay and args.tune_every:
+        weight_decay = None  # tuned in CNNRun.train
     elif args.tune_weight_decay:
         if not os.path.exists(wd_path):
             tuning = CNNRun(args, data, state, acquisition, determ, seed, None, run_dir, strategy)
-            chosen = tune_weight_decay(tuning, args, seed)
-            atomic_write_text(wd_path, json.dumps({"weight_decay": chosen}))
+            chosen, trials = tune_weight_decay(tuning, args, state.labelled)
+            atomic_write_text(wd_path, json.dumps({"weight_decay": chosen, "trials": trials}))
         with open(wd_path, encoding="utf-8") as handle:
             weight_decay = json.load(handle)["weight_decay"]
     else:
         weight_decay = 3.5
     if acquisition == "mbr":
-        runner = MBRRun(data, state)
+        runner = MBRRun(data, state, num_neighbors=args.mbr_neighbors or None)
     else:
         runner = CNNRun(args, data, state, acquisition, determ, seed, weight_decay, run_dir,
                         strategy)
@@ -411,81 +532,267 @@ def run_one(args, data, run_name, acquisition, determ, seed, strategy=None):
     return loop.run()
 
 
-def first_reaching(history, max_error):
+def first_reaching(history, max_error, key="test/error"):
+    """Acquired images at the first round whose ``key`` is <= ``max_error`` (None if never)."""
     for record in history:
-        if record["metrics"]["test/error"] <= max_error:
+        if record["metrics"][key] <= max_error:
             return record["num_acquired"]
     return None
 
 
-def summarise(args):
-    """Write table.json / table.md and the accuracy-vs-acquired PNG of one experiment.
+def mean_std(values):
+    """``(mean, std)`` over seeds; std is the sample standard deviation (ddof 1), None for
+    one seed; ``(None, None)`` if any value is None (a seed that never got there)."""
+    if not values or any(v is None for v in values):
+        return None, None
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else None)
 
-    Covers every run found under ``<result_dir>/exp<k>/`` (runs started by separate
-    processes included), averaging the seeds of each run name.
-    """
+
+def collect_runs(exp_dir):
+    """``{run_name: [results dict of each seed]}`` of the runs under ``exp_dir`` (seed order)."""
+    runs = {}
+    entries = sorted(os.listdir(exp_dir)) if os.path.isdir(exp_dir) else []
+    for entry in entries:
+        path = os.path.join(exp_dir, entry, "results.json")
+        if "_seed" in entry and os.path.exists(path):
+            saved = load_results(path)
+            if saved["history"]:
+                runs.setdefault(entry.rsplit("_seed", 1)[0], []).append(saved)
+    return runs
+
+
+REPORT_ACQUIRED = (100, 200, 300, 500, 1000)
+"""Acquired-image counts whose test error the tables list."""
+
+
+def summarise_runs(saved_runs, error_key="test/error"):
+    """Seed statistics of one run name: images to 10% / 5% error (per seed and mean, std),
+    error at ``REPORT_ACQUIRED`` images (%, over the seeds that got there), wall time."""
+    histories = [saved["history"] for saved in saved_runs]
+    rounds = [len(h) - 1 for h in histories]
+    row = {"seeds": [saved["config"]["seed"] for saved in saved_runs],
+           "rounds_done": rounds, "acquired_last": [h[-1]["num_acquired"] for h in histories]}
+    for name, threshold in (("to_10pct_error", 0.10), ("to_5pct_error", 0.05)):
+        per_seed = [first_reaching(h, threshold, error_key) for h in histories]
+        row[name] = {"per_seed": per_seed}
+        # a seed still running that has not got there yet leaves the mean open
+        row[name]["mean"], row[name]["std"] = mean_std(per_seed)
+    row["error_pct_at"] = {}
+    for acquired in REPORT_ACQUIRED:
+        errors = [100 * r["metrics"][error_key] for h in histories for r in h
+                  if r["num_acquired"] == acquired]
+        if errors:
+            mean, std = mean_std(errors)
+            row["error_pct_at"][str(acquired)] = {"mean": mean, "std": std,
+                                                  "seeds": len(errors)}
+    minutes = [sum(r["round_seconds"] for r in h) / 60 for h in histories]
+    row["wall_minutes"] = {"per_seed": minutes, "mean": float(np.mean(minutes))}
+    return row
+
+
+def plot_curves(runs, path, title, error_key="test/error"):
+    """Test accuracy vs acquired images: mean over seeds, band = +-1 std (sample, ddof 1),
+    over the rounds every seed has finished."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    exp_dir = os.path.join(args.result_dir, f"exp{args.experiment}")
-    runs = {}
-    for entry in sorted(os.listdir(exp_dir)) if os.path.isdir(exp_dir) else []:
-        path = os.path.join(exp_dir, entry, "results.json")
-        if "_seed" in entry and os.path.exists(path):
-            runs.setdefault(entry.rsplit("_seed", 1)[0], []).append(path)
-    table, fig = {}, plt.figure(figsize=(7, 4.5))
-    for run_name, paths in runs.items():
-        histories = [load_results(path)["history"] for path in paths]
-        histories = [h for h in histories if h]
-        if not histories:
-            continue
+    fig = plt.figure(figsize=(7, 4.5))
+    for run_name, saved_runs in runs.items():
+        histories = [saved["history"] for saved in saved_runs]
         length = min(len(h) for h in histories)
         acquired = [histories[0][r]["num_acquired"] for r in range(length)]
-        acc = np.array([[h[r]["metrics"]["test/accuracy"] for r in range(length)]
+        acc = np.array([[1 - h[r]["metrics"][error_key] for r in range(length)]
                         for h in histories])
-        plt.plot(acquired, acc.mean(0), label=run_name)
-        reach = {k: [first_reaching(h[:length], thr) for h in histories]
-                 for k, thr in (("to_10pct_error", 0.10), ("to_5pct_error", 0.05))}
-        table[run_name] = {
-            "runs": len(histories), "rounds_done": length - 1,
-            "acquired_last": acquired[-1],
-            "test_error_last_pct": float(100 * (1 - acc[:, -1].mean())),
-            **{k: (float(np.mean(v)) if all(x is not None for x in v) else None)
-               for k, v in reach.items()},
-        }
+        line, = plt.plot(acquired, acc.mean(0), label=f"{run_name} ({len(histories)} seeds)")
+        if len(histories) > 1:
+            std = acc.std(0, ddof=1)
+            plt.fill_between(acquired, acc.mean(0) - std, acc.mean(0) + std, alpha=0.2,
+                             color=line.get_color(), linewidth=0)
     plt.xlabel("acquired images")
-    plt.ylabel("test accuracy (MC-averaged)")
-    plt.title(f"Bayesian active learning, experiment {args.experiment}")
+    plt.ylabel("test accuracy")
+    plt.title(title + "\nmean over seeds, band: +-1 std")
     plt.grid(alpha=0.3)
-    plt.legend()
-    os.makedirs(exp_dir, exist_ok=True)
-    png = os.path.join(exp_dir, "test_accuracy.png")
-    fig.savefig(png + ".tmp.png", dpi=120, bbox_inches="tight")
-    os.replace(png + ".tmp.png", png)
+    plt.legend(fontsize=8)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path + ".tmp.png", dpi=120, bbox_inches="tight")
+    os.replace(path + ".tmp.png", path)
     plt.close(fig)
-    atomic_write_text(os.path.join(exp_dir, "table.json"), json.dumps(table, indent=2))
-    paper_header = ("paper error at 1000 (%)" if args.experiment == 4
-                    else "paper images to 10% / 5% err")
-    lines = ["| run | runs | rounds | images to 10% err | to 5% err | error at last (%) "
-             f"| {paper_header} |", "|---|---|---|---|---|---|---|"]
-    fmt = lambda v: "not reached" if v is None else f"{v:.0f}"  # noqa: E731
+
+
+def _fmt(stat, digits=0):
+    """``mean +- std`` (or ``mean``, or ``not reached``) of a ``{"mean", "std"}`` dict."""
+    if stat is None or stat.get("mean") is None:
+        return "not reached"
+    text = f"{stat['mean']:.{digits}f}"
+    return text + (f" +- {stat['std']:.{digits}f}" if stat.get("std") is not None else "")
+
+
+def _paper(name, experiment):
+    if experiment == 4:
+        return f"{PAPER_TABLE_2[name]:.2f}" if name in PAPER_TABLE_2 else ""
+    if experiment == 1:
+        return " / ".join(str(v) for v in PAPER_TABLE_1.get(name, ()))
+    return ""
+
+
+def table_lines(table, experiment):
+    """Markdown rows of one experiment's table (``summarise`` output)."""
+    paper = "paper error at 1000 (%)" if experiment == 4 else "paper 10% / 5%"
+    lines = ["| run | seeds | rounds | images to 10% err | to 5% err | "
+             + " | ".join(f"err % at {n}" for n in REPORT_ACQUIRED)
+             + f" | {paper} | wall min / run |",
+             "|---|---|---|---|---|" + "---|" * len(REPORT_ACQUIRED) + "---|---|"]
     for name, row in table.items():
-        if args.experiment == 4:
-            paper = PAPER_TABLE_2.get(name, "")
-        elif args.experiment == 1:
-            paper = " / ".join(str(v) for v in PAPER_TABLE_1.get(name, ()))
-        else:
-            paper = ""
-        lines.append(f"| {name} | {row['runs']} | {row['rounds_done']} | "
-                     f"{fmt(row['to_10pct_error'])} | {fmt(row['to_5pct_error'])} | "
-                     f"{row['test_error_last_pct']:.2f} | {paper} |")
-    atomic_write_text(os.path.join(exp_dir, "table.md"), "\n".join(lines) + "\n")
+        at = [_fmt(row["error_pct_at"].get(str(n)), 2) for n in REPORT_ACQUIRED]
+        at = ["" if v == "not reached" else v for v in at]
+        rounds = sorted(set(row["rounds_done"]))
+        lines.append(
+            f"| {name} | {len(row['seeds'])} | {'/'.join(map(str, rounds))} | "
+            f"{_fmt(row['to_10pct_error'])} | {_fmt(row['to_5pct_error'])} | "
+            + " | ".join(at) + f" | {_paper(name, experiment)} | "
+            f"{row['wall_minutes']['mean']:.1f} |")
+    return lines
+
+
+def summarise(args, exp_dir=None, experiment=None):
+    """Write ``table.json``, ``table.md`` and ``test_accuracy.png`` of one experiment dir.
+
+    Covers every run found under ``<result_dir>/exp<k>/`` (runs started by separate
+    processes included), aggregating the seeds of each run name: mean and sample standard
+    deviation (ddof 1) over seeds.
+    """
+    experiment = args.experiment if experiment is None else experiment
+    exp_dir = exp_dir or os.path.join(args.result_dir, f"exp{experiment}")
+    runs = collect_runs(exp_dir)
+    table = {name: summarise_runs(saved) for name, saved in runs.items()}
+    os.makedirs(exp_dir, exist_ok=True)
+    if runs:
+        plot_curves(runs, os.path.join(exp_dir, "test_accuracy.png"),
+                    f"Bayesian active learning, experiment {experiment}")
+    atomic_write_text(os.path.join(exp_dir, "table.json"), json.dumps(table, indent=2))
+    atomic_write_text(os.path.join(exp_dir, "table.md"),
+                      "\n".join(table_lines(table, experiment)) + "\n")
     return table
+
+
+VARIANTS = {
+    "tuned_wd": "Experiment 1 with the weight decay tuned every round on the 100 validation "
+                "points (`--tune-weight-decay --tune-every 1`; the paper's wording, issue 20 "
+                "item 6), beside the authors' code's fixed 3.5 / N_train above",
+}
+"""Sub-result-dirs (same layout) that the README reports as their own Experiment-1 table."""
+
+PROTOCOL_DIRS = {"paper": "paper CNN (conv 4x4, pool 2, dense 128)",
+                 "authors_code": "authors' Keras script's CNN (conv 3x3, pool 5, dense 256)"}
+"""``<result_dir>/protocol/<name>``: Random runs with ``--test-eval both``."""
+
+README_HEAD = """# Deep Bayesian Active Learning (Gal, Islam & Ghahramani 2017) on MNIST
+
+Generated from the committed `results.json` files by
+
+    python experiments/bayesian_al.py --report --result_dir results/bayesian_al
+
+(do not edit by hand; run from the repository root). Each run is one `results.json` under
+`exp<k>/<function>_seed<s>/`, written after every round by the command in its queue line
+(`results/queue.txt`; logs in `logs/`). `bf16_seed369/` is the archived first seed (bfloat16,
+another machine) with its own README, not mixed into these tables.
+
+Setting: the paper's (20 class-balanced initial points, 100 validation points, 10k test
+points, 2000-point random pool subset scored per round, 10 acquired per round, T = 100
+dropout samples for acquisition and for the MC-averaged test predictions, model
+re-initialised every round, Adam lr 1e-3, 50 epochs, batch 128), float32, weight decay
+`3.5 / N_train` on the first dense layer (the authors' code) unless a section says otherwise.
+
+**Statistics.** `a +- b` is the mean and the sample standard deviation (ddof 1) over the
+seeds counted in the `seeds` column (369, 370, 371, ...); no `+- b` with one seed. "Images to
+X% error": per seed, the acquired images at the first round whose 10k-test error is <= X%;
+"not reached" when some seed has not got there within its finished rounds (`rounds` lists
+the finished rounds of the seeds). Curves: mean test accuracy over the seeds, band +-1 std,
+over the rounds all seeds have finished. Wall time: the sum of the rounds' times of one
+run, mean over seeds, measured on the shared 2-core machine (other jobs running, so an
+upper bound of an idle run).
+"""
+
+
+def protocol_lines(result_dir):
+    """Test error (%) of the ``protocol/`` Random runs: MC-averaged vs deterministic pass."""
+    lines = []
+    for name, label in PROTOCOL_DIRS.items():
+        runs = collect_runs(os.path.join(result_dir, "protocol", name, "exp1"))
+        for run_name, saved_runs in runs.items():
+            for saved in saved_runs:
+                history = saved["history"]
+                if "test_determ/error" not in history[0]["metrics"]:
+                    continue
+                if not lines:
+                    lines = ["| CNN | seed | acquired | test error, MC T=100 (%) | "
+                             "test error, deterministic (%) |", "|---|---|---|---|---|"]
+                for r in history:
+                    lines.append(f"| {label} | {saved['config']['seed']} | "
+                                 f"{r['num_acquired']} | {100 * r['metrics']['test/error']:.2f} "
+                                 f"| {100 * r['metrics']['test_determ/error']:.2f} |")
+    return lines
+
+
+def write_report(args):
+    """Summarise every experiment (and variant) under ``--result_dir`` and write README.md."""
+    root = args.result_dir
+    sections = [README_HEAD]
+    titles = {1: "Experiment 1: acquisition functions (paper Fig. 1, Table 1)",
+              2: "Experiment 2: MC dropout vs the deterministic CNN (paper Fig. 2)",
+              3: "Experiment 3: binary MNIST (4 vs 9), MC dropout vs MBR (paper Fig. 3/4)",
+              4: "Experiment 4: 5000 validation points, weight decay tuned every round "
+                 "(paper Table 2)"}
+    notes = {
+        3: "MBR: harmonic function + class mass normalisation on a symmetrised 10-nearest-"
+           "neighbour RBF graph over labelled + 2000 pool + test images (transductive; "
+           "`--mbr-neighbors`). On the dense RBF graph the harmonic solution is nearly "
+           "constant (0.53-0.54) and MBR stays at chance. With two classes Max Entropy and "
+           "Var Ratios are increasing functions of the same quantity, min(p, 1 - p), so "
+           "they acquire the same points: their rows and curves coincide by construction.",
+        4: "Paper Table 2 gives the test error after 1000 acquired images; the column "
+           "`err % at 1000` is ours. The tuned values are in each run's "
+           "`weight_decay.json` (trials and validation accuracies per round).",
+    }
+    for experiment in (1, 2, 3, 4):
+        exp_dir = os.path.join(root, f"exp{experiment}")
+        if not collect_runs(exp_dir):
+            continue
+        table = summarise(args, exp_dir, experiment)
+        sections.append(f"## {titles[experiment]}\n")
+        if experiment in notes:
+            sections.append(notes[experiment] + "\n")
+        sections.append("\n".join(table_lines(table, experiment)) + "\n")
+        sections.append(f"![test accuracy](exp{experiment}/test_accuracy.png)\n")
+    for variant, title in VARIANTS.items():
+        exp_dir = os.path.join(root, variant, "exp1")
+        if collect_runs(exp_dir):
+            table = summarise(args, exp_dir, 1)
+            sections.append(f"## {title}\n")
+            sections.append("\n".join(table_lines(table, 1)) + "\n")
+            sections.append(f"![test accuracy]({variant}/exp1/test_accuracy.png)\n")
+    lines = protocol_lines(root)
+    if lines:
+        sections.append(
+            "## Early rounds: the paper's protocol vs the authors' Keras script\n\n"
+            "The authors' script (`Dropout_Bald_Q10_N1000_Paper.py`) measures test accuracy "
+            "with a deterministic `model.evaluate` (dropout off) and builds a smaller CNN. "
+            "Random acquisition with seed 369 (the same acquired points as "
+            "`exp1/random_seed369`), each round evaluated both ways "
+            "(`--test-eval both`; `protocol/<cnn>/`, commands in `protocol/run.sh`):\n")
+        sections.append("\n".join(lines) + "\n")
+    text = "\n".join(sections)
+    atomic_write_text(os.path.join(root, "README.md"), text)
+    return text
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.report:
+        print(write_report(args))
+        return None
     strategy = distribute.strategy_from_args(args)  # first: multi-worker needs it at startup
     strategy = None if args.strategy == "default" else strategy
     tf.get_logger().setLevel("ERROR")

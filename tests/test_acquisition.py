@@ -134,3 +134,91 @@ def test_class_mass_normalization_hand_computed():
     np.testing.assert_array_equal(acq.class_mass_normalized(f, 0.6), [True] * 4)
     with pytest.raises(ValueError, match="prior"):
         acq.class_mass_normalized(f, 1.0)
+
+
+def test_two_classes_max_entropy_and_var_ratios_rank_alike():
+    # Both are increasing in min(p_bar, 1 - p_bar) for C = 2: the same order, the same batch.
+    rng = np.random.default_rng(4)
+    log_probs = _log(rng.dirichlet([0.5, 0.5], size=(6, 40)))
+    entropy = acq.max_entropy(log_probs).numpy()
+    ratios = acq.variation_ratios(log_probs).numpy()
+    np.testing.assert_array_equal(np.argsort(entropy), np.argsort(ratios))
+    three = _log(rng.dirichlet([0.5, 0.5, 0.5], size=(6, 40)))  # not so for C = 3
+    assert not np.array_equal(np.argsort(acq.max_entropy(three).numpy()),
+                              np.argsort(acq.variation_ratios(three).numpy()))
+
+
+def test_knn_rbf_graph_matches_sklearn_neighbours():
+    from sklearn.neighbors import kneighbors_graph
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 6))
+    sigma = 1.7
+    weights = acq.rbf_graph(x, sigma=sigma, num_neighbors=4)
+    distances = kneighbors_graph(x, 4, mode="distance", include_self=False).toarray()
+    knn = np.where(distances > 0, np.exp(-distances ** 2 / sigma ** 2), 0.0)
+    np.testing.assert_allclose(weights, np.maximum(knn, knn.T), rtol=1e-10, atol=1e-12)
+    dense = acq.rbf_graph(x, sigma=sigma)
+    np.testing.assert_allclose(np.diag(dense), 0.0)
+    assert np.count_nonzero(dense) == 40 * 39
+    with pytest.raises(ValueError, match="num_neighbors"):
+        acq.rbf_graph(x, num_neighbors=40)
+
+
+def _two_moons_graph(num_neighbors=6):
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(80, noise=0.08, random_state=0)
+    weights = acq.rbf_graph(x, num_neighbors=num_neighbors)
+    assert connected_components(weights > 0, directed=False)[0] == 1
+    return x, y, weights
+
+
+def test_knn_harmonic_solution_matches_sklearn_label_propagation():
+    # sklearn's LabelPropagation iterates f <- D^-1 W f with the labels clamped: its fixed
+    # point is the harmonic function of the same graph (an independent, iterative oracle).
+    from sklearn.semi_supervised import LabelPropagation
+
+    x, y, weights = _two_moons_graph()
+    labelled = np.r_[np.flatnonzero(y == 0)[:3], np.flatnonzero(y == 1)[:3]]
+    targets = np.full(len(y), -1)
+    targets[labelled] = y[labelled]
+    oracle = LabelPropagation(kernel=lambda a, b: weights, max_iter=200_000, tol=1e-12)
+    oracle.fit(x, targets)
+    unlabelled, f_u, _ = acq.harmonic_solution(weights, labelled, y[labelled])
+    np.testing.assert_allclose(f_u, oracle.label_distributions_[unlabelled, 1], atol=1e-6)
+    # The kNN graph follows the moons: thresholding alone labels nearly all points right.
+    assert np.mean((f_u > 0.5) == y[unlabelled]) > 0.95
+
+
+def test_harmonic_solution_grounds_components_without_labels():
+    _, y, weights = _two_moons_graph()
+    island = np.zeros((3, 3)) + 0.5 - 0.5 * np.eye(3)  # a 3-node component, no labels
+    full = np.block([[weights, np.zeros((80, 3))], [np.zeros((3, 80)), island]])
+    labelled = np.r_[np.flatnonzero(y == 0)[:2], np.flatnonzero(y == 1)[:2]]
+    unlabelled, f_u, _ = acq.harmonic_solution(full, labelled, y[labelled], ground_value=0.3)
+    assert np.all(np.isfinite(f_u))
+    np.testing.assert_allclose(f_u[-3:], 0.3, atol=1e-12)
+    _, alone, _ = acq.harmonic_solution(weights, labelled, y[labelled])
+    np.testing.assert_allclose(f_u[:-3], alone, atol=1e-6)
+
+
+def test_harmonic_update_equals_solving_again():
+    _, y, weights = _two_moons_graph()
+    labelled = np.array([0, 7])
+    solution = acq.harmonic_solution(weights, labelled, y[labelled])
+    new = np.array([30, 3, 55])
+    updated = acq.harmonic_update(*solution, new, y[new])
+    resolved = acq.harmonic_solution(weights, np.r_[labelled, new], y[np.r_[labelled, new]])
+    np.testing.assert_array_equal(updated[0], resolved[0])
+    np.testing.assert_allclose(updated[1], resolved[1], atol=1e-9)
+    np.testing.assert_allclose(updated[2], resolved[2], rtol=1e-7, atol=1e-9)
+    candidates = updated[0][:5]
+    np.testing.assert_allclose(
+        acq.mbr_expected_risk(weights, np.r_[labelled, new], y[np.r_[labelled, new]],
+                              candidates, solution=updated),
+        acq.mbr_expected_risk(weights, np.r_[labelled, new], y[np.r_[labelled, new]],
+                              candidates), rtol=1e-7)
+    with pytest.raises(ValueError, match="unlabelled"):
+        acq.harmonic_update(*solution, [0], [1])

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from ddu_tf.models.bayesian_cnn import ALL_DECAY_LAYERS, bayesian_cnn
+from ddu_tf.models.bayesian_cnn import ALL_DECAY_LAYERS, AUTHORS_CODE_SHAPE, bayesian_cnn
 from experiment_scripts import load_experiment_script
 
 
@@ -28,6 +28,12 @@ def test_bayesian_cnn_architecture():
     assert twin.count_params() == 544 + 16416 + 495744 + 258
     x = np.zeros((2, 28, 28, 1), np.float32)
     np.testing.assert_allclose(model(x), model(x))  # inference: dropout off
+    # The authors' Keras script: conv 3x3 twice -> 24x24, pool 5 -> 4x4x32 = 512, dense 256.
+    authors = bayesian_cnn(**AUTHORS_CODE_SHAPE)
+    assert authors.get_layer("flatten").output.shape == (None, 512)
+    assert authors.count_params() == 32 * 10 + 32 * 289 + 256 * 513 + 10 * 257
+    with pytest.raises(ValueError, match="pool_size"):
+        bayesian_cnn(pool_size=0)
     with pytest.raises(ValueError, match="weight_decay"):
         bayesian_cnn(weight_decay=-1.0)
     with pytest.raises(ValueError, match="num_classes"):
@@ -83,7 +89,7 @@ def test_experiment_1_resumes_after_interruption(tmp_path):
     assert calls == [2]  # only the unfinished round runs again
     assert after[:2] == before
     assert [r["num_acquired"] for r in after] == [0, 5, 10]
-    assert table["bald"]["rounds_done"] == 2
+    assert table["bald"]["rounds_done"] == [2]
     assert (tmp_path / "exp1" / "test_accuracy.png").stat().st_size > 0
     assert "bald" in (tmp_path / "exp1" / "table.md").read_text()
     assert os.listdir(tmp_path / "tensorboard" / "exp1" / "bald_seed369")
@@ -119,7 +125,8 @@ def test_experiment_2_continues_experiment_1_and_mixed_precision(tmp_path, monke
 @pytest.mark.slow
 def test_experiment_3_mbr_and_experiment_2_determ(tmp_path):
     cli = _experiment_module()
-    table = cli.main(_TINY + ["--experiment", "3", "--functions", "var_ratios", "--rounds", "1",
+    table = cli.main(_TINY + ["--experiment", "3", "--functions", "var_ratios", "mbr",
+                              "--rounds", "1",
                               "--mbr-graph-size", "60", "--result_dir", str(tmp_path)])
     assert set(table) == {"var_ratios", "mbr"}
     mbr = json.loads((tmp_path / "exp3" / "mbr_seed369" / "results.json").read_text())
@@ -157,7 +164,7 @@ def test_strategy_path_with_two_replicas(tmp_path, two_replicas):
     assert [r["num_acquired"] for r in history] == [0, 5]
     assert len(set(history[0]["acquired"])) == 5
     assert 0.0 <= history[-1]["metrics"]["test/accuracy"] <= 1.0
-    assert run["table"]["var_ratios"]["rounds_done"] == 1
+    assert run["table"]["var_ratios"]["rounds_done"] == [1]
 
 
 @pytest.mark.real_data
@@ -170,7 +177,7 @@ def test_tuner_trial_trains_what_a_run_with_its_weight_decay_trains(tmp_path):
     data = cli.load_data(args)
     state = cli.make_state(args, data, 369)
     tuning = cli.CNNRun(args, data, state, "bald", False, 369, None, str(tmp_path))
-    tuner = cli.weight_decay_tuner(tuning, args, 369)
+    tuner = cli.weight_decay_tuner(tuning, args, state.labelled, 0, str(tmp_path / "tuner"))
     tuner.search()
     trials = list(tuner.oracle.trials.values())
     assert len(trials) == 2
@@ -184,3 +191,75 @@ def test_tuner_trial_trains_what_a_run_with_its_weight_decay_trains(tmp_path):
     assert last.score == run.evaluate(model, 0)["val/accuracy"]
     best = float(tuner.get_best_hyperparameters(1)[0].get("weight_decay"))
     assert best in {t.hyperparameters.get("weight_decay") for t in trials}
+
+
+def _fake_run(path, seed, errors, experiment=1, acquisition="bald", seconds=6.0):
+    history = [{"round": r, "num_labelled": 20 + 10 * r, "num_acquired": 10 * r,
+                "metrics": {"test/error": e, "test/accuracy": 1 - e}, "acquired": [],
+                "train_seconds": 1.0, "round_seconds": seconds} for r, e in enumerate(errors)]
+    config = {"seed": seed, "experiment": experiment, "acquisition": acquisition}
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps({"config": config, "state": {},
+                                                   "history": history}))
+
+
+def test_report_aggregates_seeds_with_sample_std(tmp_path):
+    cli = _experiment_module()
+    exp1 = tmp_path / "exp1"
+    _fake_run(exp1 / "bald_seed369", 369, [0.5, 0.2, 0.09, 0.04, 0.03])
+    _fake_run(exp1 / "bald_seed370", 370, [0.5, 0.08, 0.06, 0.05, 0.02])
+    _fake_run(exp1 / "bald_seed371", 371, [0.5, 0.3, 0.2, 0.095, 0.06])  # never <= 5%
+    _fake_run(exp1 / "random_seed369", 369, [0.5, 0.4], acquisition="random", seconds=30.0)
+    _fake_run(tmp_path / "tuned_wd" / "exp1" / "bald_seed369", 369, [0.5, 0.07])
+    text = cli.write_report(cli.parse_args(["--report", "--result_dir", str(tmp_path)]))
+    table = json.loads((exp1 / "table.json").read_text())
+    bald = table["bald"]
+    assert bald["to_10pct_error"]["per_seed"] == [20, 10, 30]
+    assert bald["to_10pct_error"]["mean"] == pytest.approx(20.0)
+    assert bald["to_10pct_error"]["std"] == pytest.approx(np.std([20, 10, 30], ddof=1))
+    assert bald["to_5pct_error"]["per_seed"] == [30, 30, None]
+    assert bald["to_5pct_error"]["mean"] is None  # one seed has not got there
+    assert bald["rounds_done"] == [4, 4, 4]
+    assert table["random"]["wall_minutes"]["mean"] == pytest.approx(2 * 30.0 / 60)
+    assert "| bald | 3 | 4 | 20 +- 10 | not reached |" in text
+    assert "145 / 335" in text  # the paper's Table 1 beside ours
+    assert "tuned_wd/exp1/test_accuracy.png" in text
+    assert (exp1 / "test_accuracy.png").stat().st_size > 0
+    assert (tmp_path / "README.md").read_text() == text
+
+
+@pytest.mark.real_data
+def test_per_round_tuning_and_deterministic_test_pass(tmp_path):
+    """--tune-every 1 tunes at every round with the run's own fit and keeps the choice for a
+    resumed round; --test-eval both adds the deterministic pass (dropout off)."""
+    cli = _experiment_module()
+    def argv(rounds):
+        return _TINY + ["--experiment", "1", "--functions", "random", "--rounds", str(rounds),
+                        "--tune-weight-decay", "--tune-every", "1", "--tune-trials", "2",
+                        "--test-eval", "both", "--result_dir", str(tmp_path)]
+
+    cli.main(argv(1))
+    run_dir = tmp_path / "exp1" / "random_seed369"
+    tuned = json.loads((run_dir / "weight_decay.json").read_text())["per_round"]
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["config"]["tune_every"] == 1 and saved["config"]["test_eval"] == "both"
+    for record in saved["history"]:
+        entry = tuned[str(record["round"])]
+        assert len(entry["trials"]) == 2
+        assert entry["weight_decay"] == max(entry["trials"], key=lambda t: t[1])[0]
+        assert record["metrics"]["train/weight_decay"] == entry["weight_decay"]
+    # The deterministic pass equals Keras' own inference call of the trained model.
+    args = cli.parse_args(argv(1))
+    data = cli.load_data(args)
+    state = cli.make_state(args, data, 369)
+    run = cli.CNNRun(args, data, state, "random", False, 369, 3.5, str(tmp_path / "x"))
+    model = run.fit(np.asarray(state.labelled, np.int64), 0)
+    x_test, y_test = data[2][state.test], data[3][state.test]
+    expected = np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test)
+    assert run.split_metrics("test", 0, deterministic=True)["test/accuracy"] == expected
+    # Resuming with more rounds reuses the saved choices (no new trials for rounds 0-1).
+    calls = []
+    original = cli.tune_weight_decay
+    cli.tune_weight_decay = lambda *a, **k: calls.append(a[3]) or original(*a, **k)
+    cli.main(argv(2))
+    assert calls == [2]

@@ -9,7 +9,8 @@ experiments share this one acquisition path. MC-dropout scoring lives in
 from ddu_tf.active_learning.acquisition import (ACQUISITION_FUNCTIONS, bald,
                                                 class_mass_normalized,
                                                 entropy_from_log_probs, get_acquisition,
-                                                harmonic_solution, log_mean_prob,
+                                                harmonic_solution, harmonic_update,
+                                                log_mean_prob,
                                                 max_entropy, mbr_expected_risk, mean_std,
                                                 random_scores, rbf_graph, select_top_k,
                                                 variation_ratios)
@@ -24,7 +25,7 @@ __all__ = [
     "ACQUISITION_FUNCTIONS", "ActiveLearningLoop", "CompiledTrainer", "FixedLengthSampler",
     "MCDropoutPredictor", "PermutationSampler", "PoolState", "atomic_write_text", "bald",
     "class_mass_normalized", "entropy_from_log_probs", "fit_best_on_validation",
-    "fixed_length_indices", "get_acquisition", "harmonic_solution", "initial_state",
+    "fixed_length_indices", "get_acquisition", "harmonic_solution", "harmonic_update", "initial_state",
     "load_results", "log_mean_prob", "max_entropy", "mbr_expected_risk", "mean_std",
     "model_flops", "random_scores", "rbf_graph", "select_top_k", "split_at_first_stochastic",
     "variation_ratios",

@@ -25,6 +25,7 @@ test-all: $(VENV)/.installed-test
 
 # Each script writes results/bench/<name>.json; report.py regenerates README's Benchmarks section.
 bench: $(VENV)/.installed-bench
+	$(PY) bench/batch_acquisition.py
 	$(PY) bench/gmm_fit.py
 	$(PY) bench/mc_dropout_scoring.py
 	$(PY) bench/mnist1d_generation.py

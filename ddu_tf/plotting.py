@@ -116,3 +116,37 @@ def density_zoom_histograms(scores, path, in_distribution=("MNIST", "Ambiguous-M
 
 
 __all__ = ["SET_COLORS", "density_zoom_histograms", "uncertainty_histograms"]
+
+
+def quantile_curves(curves, path, *, xlabel, ylabel, title, quantiles=(0.25, 0.5, 0.75),
+                    reference_lines=(), dpi=120):
+    """Median line and interquartile band of each method's runs (e.g. seeds), one PNG.
+
+    Args:
+        curves: ``{label: (x [n], y [runs, n])}``; runs of one label share ``x``.
+        path: PNG path.
+        xlabel, ylabel, title: axis labels and title.
+        quantiles: ``(low, middle, high)`` over the runs: the band and the line
+            (default: quartiles and median).
+        reference_lines: horizontal lines ``y`` to draw (e.g. accuracy thresholds).
+
+    Returns:
+        ``path``.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, (x, y) in curves.items():
+        y = np.atleast_2d(np.asarray(y, dtype=np.float64))
+        low, mid, high = np.quantile(y, quantiles, axis=0)
+        line, = ax.plot(x, mid, label=f"{label} ({len(y)} runs)")
+        if len(y) > 1:
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    for level in reference_lines:
+        ax.axhline(level, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path, dpi)

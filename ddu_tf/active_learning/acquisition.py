@@ -22,6 +22,7 @@ points (Experiment 3's two curves coincide by construction; ties aside).
 import numpy as np
 import tensorflow as tf
 
+from ddu_tf.active_learning.batch_acquisition import BATCH_ACQUISITION_FUNCTIONS
 from ddu_tf.uncertainty import (check_log_probs, entropy_from_log_probs,  # noqa: F401
                                 log_mean_prob, mutual_information, predictive_entropy)
 
@@ -79,10 +80,22 @@ ACQUISITION_FUNCTIONS = {
 def get_acquisition(name):
     """Return the scoring function registered under ``name`` (see ``ACQUISITION_FUNCTIONS``)."""
     if name not in ACQUISITION_FUNCTIONS:
+        hint = (" It is a batch acquisition: use get_batch_acquisition."
+                if name in BATCH_ACQUISITION_FUNCTIONS else "")
         raise ValueError(
             f"Unknown acquisition name={name!r}. Expected one of "
-            f"{sorted(ACQUISITION_FUNCTIONS)}.")
+            f"{sorted(ACQUISITION_FUNCTIONS)}.{hint}")
     return ACQUISITION_FUNCTIONS[name]
+
+
+def get_batch_acquisition(name):
+    """Return the batch acquisition registered under ``name``: ``fn(log_probs [K, N, C],
+    batch_size, *, seed, ...) -> int64 [batch_size]`` positions (see
+    :mod:`ddu_tf.active_learning.batch_acquisition`, ``BATCH_ACQUISITION_FUNCTIONS``)."""
+    if name not in BATCH_ACQUISITION_FUNCTIONS:
+        raise ValueError(f"Unknown batch acquisition name={name!r}. Expected one of "
+                         f"{sorted(BATCH_ACQUISITION_FUNCTIONS)}.")
+    return BATCH_ACQUISITION_FUNCTIONS[name]
 
 
 def select_top_k(scores, k, candidate_ids=None):

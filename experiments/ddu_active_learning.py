@@ -53,7 +53,18 @@ finished round; every file is written atomically):
 * ``tensorboard/<name>/run<k>``: scalars ``test/accuracy``, ``al/ambiguous_fraction_gt``,
   ``al/ambiguous_fraction_threshold`` against the number of labelled samples;
 * ``al_plot_<dataset>.png``: test accuracy vs training-set size for every acquisition type
-  found in the directory (mean +- std over runs), plus the ambiguous fraction on Dirty-MNIST.
+  found in the directory (mean +- std over runs), plus the ambiguous fraction on Dirty-MNIST;
+* ``comparison_<dataset>.json`` / ``.png``: every acquisition type's test accuracy at 100 /
+  200 / 300 labels and (Dirty-MNIST) the ground-truth share of ambiguous samples among the
+  acquired ones, mean +- standard error over runs, beside the paper's figure
+  (``PAPER_ACCURACY``).
+
+CPU scale (all default to the original's setting): ``--pool-subset`` scores a random subset of
+the pool per round (stateless in seed and round, so a resumed run scores the same subset),
+``--val-size`` fixes the validation set's size instead of ``--val-fraction``, ``--test-subset``
+measures accuracy on a seeded subset of MNIST test, and ``-e`` / ``--fixed-length`` set the
+training per round. Set, they are part of the run's identity (resuming with other values is
+refused); unset, they are left out of it, so results files of earlier versions still resume.
 
 Differences from the original, on purpose: the best-validation epoch is really kept (the
 original stores a reference to the model it keeps training, so it always ends with the last
@@ -69,7 +80,15 @@ passes are sharded across replicas (``ddu_tf.inference.Predictor(strategy=...)``
 ``-sb`` rows per replica), giving the same scores as on one device; only the chief writes
 ``--output-dir``.
 
-Example (CPU scale)::
+Example (the paper's model on Dirty-MNIST, ~3.5 h on 2 cores:
+``results/ddu_active_learning/run_dirty_mnist_resnet18.sh``)::
+
+    python experiments/ddu_active_learning.py --seed 1 --model resnet18 -sn -mod --al-type gmm \
+        --dataset dirty-mnist --num-runs 1 -e 5 --fixed-length 512 --val-size 500 \
+        --pool-subset 2000 --test-subset 2000 --pretrain-epochs 0 \
+        --output-dir results/ddu_active_learning/dirty_mnist_resnet18
+
+Example (LeNet, CPU scale)::
 
     python experiments/ddu_active_learning.py --seed 1 --model lenet --al-type gmm \\
         --max-training-samples 100 --acquisition-batch-size 10 -e 4 --pool-size 10000 \\
@@ -546,7 +565,8 @@ def _plot_comparison(result, path):
     width = 0.8 / max(len(types), 1)
     for k, t in enumerate(types):
         row = result["ours"][t]
-        for col, key in enumerate(["accuracy"] + (["ambiguous_acquired_fraction"] if dirty else [])):
+        keys = ["accuracy"] + (["ambiguous_acquired_fraction"] if dirty else [])
+        for col, key in enumerate(keys):
             ax = axes[0, col]
             scale = 100.0 if col else 1.0
             cells = [row[key][str(size)] for size in sizes]
@@ -554,7 +574,7 @@ def _plot_comparison(result, path):
             errs = [scale * (c["standard_error"] or 0.0) if c else 0.0 for c in cells]
             runs = max((c["runs"] for c in cells if c), default=0)
             ax.bar(np.arange(len(sizes)) + (k - (len(types) - 1) / 2) * width, means, width,
-                   yerr=errs, capsize=3, color=f"C{k}",
+                   yerr=errs if any(errs) else None, capsize=3, color=f"C{k}",
                    label=f"{AL_LABELS[t]}, ours ({runs} run{'s' * (runs != 1)})")
             if col == 0:
                 for j, size in enumerate(sizes):
@@ -566,7 +586,8 @@ def _plot_comparison(result, path):
     axes[0, 0].set_xticks(range(len(sizes)), [str(s) for s in sizes])
     axes[0, 0].set_xlabel("labelled training samples")
     axes[0, 0].set_ylabel("MNIST test accuracy (%)")
-    axes[0, 0].set_title(f"{'Dirty-MNIST' if dirty else 'MNIST'}: ours (bars, +- s.e.) vs paper (*)")
+    axes[0, 0].set_title(f"{'Dirty-MNIST' if dirty else 'MNIST'}: ours (bars, +- s.e.) "
+                         "vs paper (*)")
     axes[0, 0].legend(fontsize=7, loc="lower right")
     if dirty:
         axes[0, 1].set_xticks(range(len(sizes)), [str(s) for s in sizes])

@@ -106,8 +106,9 @@ def expected_sha256(args):
     if args.sha256:
         return args.sha256
     if not args.build_report:
-        raise SystemExit("error: --npz needs --sha256 <hex digest> or --build-report <json written "
-                         "by experiments/build_ambiguous_mnist.py> (the file is checked before use)")
+        raise SystemExit("error: --npz needs --sha256 <hex digest> or --build-report <json "
+                         "written by experiments/build_ambiguous_mnist.py> (the file is checked "
+                         "before use)")
     report = json.loads(pathlib.Path(args.build_report).read_text())
     if "sha256" not in report:
         raise SystemExit(f"error: --build-report {args.build_report} holds no 'sha256'. Received "

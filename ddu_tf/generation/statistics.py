@@ -56,7 +56,9 @@ def _label_entropy_stats(labels: np.ndarray) -> Dict[str, float]:
 
 def _centre_mean(counts: np.ndarray, lo: float, hi: float):
     edges = np.linspace(lo, hi, len(counts) + 1)
-    return float((counts * (edges[:-1] + edges[1:]) / 2).sum() / counts.sum()) if counts.sum() else None
+    if not counts.sum():
+        return None
+    return float((counts * (edges[:-1] + edges[1:]) / 2).sum() / counts.sum())
 
 
 def set_statistics(data) -> Dict[str, Any]:

@@ -80,11 +80,11 @@ passes are sharded across replicas (``ddu_tf.inference.Predictor(strategy=...)``
 ``-sb`` rows per replica), giving the same scores as on one device; only the chief writes
 ``--output-dir``.
 
-Example (the paper's model on Dirty-MNIST, ~3.5 h on 2 cores:
+Example (the paper's model on Dirty-MNIST, ~3.5-4.5 h on 2 idle cores:
 ``results/ddu_active_learning/run_dirty_mnist_resnet18.sh``)::
 
     python experiments/ddu_active_learning.py --seed 1 --model resnet18 -sn -mod --al-type gmm \
-        --dataset dirty-mnist --num-runs 1 -e 5 --fixed-length 512 --val-size 500 \
+        --dataset dirty-mnist --num-runs 1 -e 4 --fixed-length 512 -b 16 --val-size 300 \
         --pool-subset 2000 --test-subset 2000 --pretrain-epochs 0 \
         --output-dir results/ddu_active_learning/dirty_mnist_resnet18
 

@@ -2,7 +2,9 @@
 
 * :func:`uncertainty_histograms`: Fig. 1/2 of DDU (Mukhoti et al. 2021) -- per model, the
   histograms of softmax entropy and of GMM log-density on each evaluation set;
-* :func:`density_zoom_histograms`: the log-density histograms on the in-distribution range.
+* :func:`density_zoom_histograms`: the log-density histograms on the in-distribution range;
+* :func:`generated_vs_official`: a generated Ambiguous-MNIST's ensemble-PE histogram beside the
+  official one, and an independent model's softmax entropies (issue 13).
 
 Scores come from :func:`ddu_tf.evaluation.uncertainty_scores`.
 """
@@ -115,9 +117,6 @@ def density_zoom_histograms(scores, path, in_distribution=("MNIST", "Ambiguous-M
     return _save(fig, path, dpi=100)
 
 
-__all__ = ["SET_COLORS", "density_zoom_histograms", "uncertainty_histograms"]
-
-
 def quantile_curves(curves, path, *, xlabel, ylabel, title, quantiles=(0.25, 0.5, 0.75),
                     reference_lines=(), dpi=120):
     """Median line and interquartile band of each method's runs (e.g. seeds), one PNG.
@@ -150,3 +149,58 @@ def quantile_curves(curves, path, *, xlabel, ylabel, title, quantiles=(0.25, 0.5
     ax.legend()
     fig.tight_layout()
     return _save(fig, path, dpi)
+
+
+def generated_vs_official(histogram, path, entropy=None, aurocs=None, bins=40):
+    """Issue 13's figure: the generated test set's ensemble-PE histogram beside the official
+    one and, if given, an independent model's softmax entropy on the three sets.
+
+    Args:
+      histogram: ``test_pe_histogram`` of :func:`ddu_tf.generation.statistics.set_statistics`
+        (``edges`` [B + 1], ``normalised`` and ``official_normalised`` [B], ``total_variation``).
+      path: output PNG path (100 dpi; 5 x 3.6 inches per panel).
+      entropy: optional dict set name -> ``[n]`` softmax entropies (nats).
+      aurocs: optional dict ``"A vs B"`` -> AUROC, written into the second panel's title.
+      bins: bins of the entropy histograms over ``[0, log 10]``.
+
+    Returns:
+      ``path``.
+    """
+    plt = _pyplot()
+    panels = 1 if entropy is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
+    ax = axes[0, 0]
+    edges = np.asarray(histogram["edges"], np.float64)
+    centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    ours = histogram["normalised"] or [0.0] * len(centres)
+    ax.bar(centres - width / 4, histogram["official_normalised"], width / 2,
+           label=f"official test ({sum(histogram['official_counts'])} images)", color="tab:gray")
+    ax.bar(centres + width / 4, ours, width / 2,
+           label=f"generated test ({sum(histogram['counts'])} images)", color="tab:orange")
+    tv = histogram["total_variation"]
+    ax.set_title(f"Ensemble PE, {len(centres)} bins; TV distance "
+                 f"{'n/a' if tv is None else f'{tv:.3f}'}", fontsize=10)
+    ax.set_xlabel("scoring ensemble predictive entropy (nats)")
+    ax.set_ylabel("fraction of test images")
+    ax.legend(fontsize=8)
+    if entropy is not None:
+        ax = axes[0, 1]
+        grid = np.linspace(0.0, np.log(10.0), bins + 1)
+        for name, h in entropy.items():
+            ax.hist(np.asarray(h, np.float64), bins=grid, density=True, alpha=0.5,
+                    label=f"{name} ({len(h)})", color=SET_COLORS.get(name))
+        title = "Independent LeNet, softmax entropy"
+        if aurocs:
+            title += "\n" + "; ".join(f"AUROC {k}: {v:.3f}" for k, v in aurocs.items()
+                                       if k.startswith("Ambiguous"))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("softmax entropy (nats)")
+        ax.set_ylabel("density")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, dpi=100)
+
+
+__all__ = ["SET_COLORS", "density_zoom_histograms", "generated_vs_official", "quantile_curves",
+           "uncertainty_histograms"]

@@ -53,7 +53,18 @@ finished round; every file is written atomically):
 * ``tensorboard/<name>/run<k>``: scalars ``test/accuracy``, ``al/ambiguous_fraction_gt``,
   ``al/ambiguous_fraction_threshold`` against the number of labelled samples;
 * ``al_plot_<dataset>.png``: test accuracy vs training-set size for every acquisition type
-  found in the directory (mean +- std over runs), plus the ambiguous fraction on Dirty-MNIST.
+  found in the directory (mean +- std over runs), plus the ambiguous fraction on Dirty-MNIST;
+* ``comparison_<dataset>.json`` / ``.png``: every acquisition type's test accuracy at 100 /
+  200 / 300 labels and (Dirty-MNIST) the ground-truth share of ambiguous samples among the
+  acquired ones, mean +- standard error over runs, beside the paper's figure
+  (``PAPER_ACCURACY``).
+
+CPU scale (all default to the original's setting): ``--pool-subset`` scores a random subset of
+the pool per round (stateless in seed and round, so a resumed run scores the same subset),
+``--val-size`` fixes the validation set's size instead of ``--val-fraction``, ``--test-subset``
+measures accuracy on a seeded subset of MNIST test, and ``-e`` / ``--fixed-length`` set the
+training per round. Set, they are part of the run's identity (resuming with other values is
+refused); unset, they are left out of it, so results files of earlier versions still resume.
 
 Differences from the original, on purpose: the best-validation epoch is really kept (the
 original stores a reference to the model it keeps training, so it always ends with the last
@@ -69,7 +80,15 @@ passes are sharded across replicas (``ddu_tf.inference.Predictor(strategy=...)``
 ``-sb`` rows per replica), giving the same scores as on one device; only the chief writes
 ``--output-dir``.
 
-Example (CPU scale)::
+Example (the paper's model on Dirty-MNIST, ~3.5-4.5 h on 2 idle cores:
+``results/ddu_active_learning/run_dirty_mnist_resnet18.sh``)::
+
+    python experiments/ddu_active_learning.py --seed 1 --model resnet18 -sn -mod --al-type gmm \
+        --dataset dirty-mnist --num-runs 1 -e 4 --fixed-length 512 -b 16 --val-size 300 \
+        --pool-subset 2000 --test-subset 2000 --pretrain-epochs 0 \
+        --output-dir results/ddu_active_learning/dirty_mnist_resnet18
+
+Example (LeNet, CPU scale)::
 
     python experiments/ddu_active_learning.py --seed 1 --model lenet --al-type gmm \\
         --max-training-samples 100 --acquisition-batch-size 10 -e 4 --pool-size 10000 \\
@@ -118,6 +137,9 @@ MEASUREMENT_KEYS = ("trained_model_name", "tsn", "tcoeff", "tmod", "saved_model_
 are not part of its identity (results files before 2025-12 stored them)."""
 DIRTY_ONLY_KEYS = ("subsample", "ambiguous_config", "ambiguous_images")
 """Flags that only shape the Dirty-MNIST pool (not part of an MNIST run's identity)."""
+SCALE_KEYS = ("val_size", "pool_subset", "test_subset")
+"""CPU-scale flags (None = the original's setting); part of a run's identity when set."""
+TEST_SUBSET_SALT = 0x7E57
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -191,6 +213,15 @@ def build_parser():
                    help="Coupled L2 weight decay (torch.optim.Adam semantics)")
     p.add_argument("--val-fraction", type=float, default=0.1, dest="val_fraction",
                    help="Fraction of the pool held out for best-epoch selection")
+    p.add_argument("--val-size", type=int, default=None, dest="val_size",
+                   help="Validation points held out of the pool (overrides --val-fraction; "
+                        "CPU scale: every epoch evaluates them)")
+    p.add_argument("--pool-subset", type=int, default=None, dest="pool_subset",
+                   help="Score only a random subset of this many pool points per round "
+                        "(stateless: seed and round; None scores the whole pool)")
+    p.add_argument("--test-subset", type=int, default=None, dest="test_subset",
+                   help="Measure test accuracy on a seeded random subset of this many MNIST "
+                        "test images (None: all 10k)")
     p.add_argument("--pool-size", type=int, default=None, dest="pool_size",
                    help="MNIST: random subset of the 60k training images (CPU scale)")
     p.add_argument("--ambiguous-images", type=int, default=None, dest="ambiguous_images",
@@ -213,8 +244,8 @@ def parse_args(argv=None, log=print):
     args = build_parser().parse_args(argv)
     for name in ("num_initial_samples", "acquisition_batch_size", "epochs", "train_batch_size",
                  "num_runs", "fixed_length", "num_ensemble", "test_batch_size",
-                 "scoring_batch_size"):
-        if getattr(args, name) < 1:
+                 "scoring_batch_size", "val_size", "pool_subset", "test_subset"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"Expected --{name.replace('_', '-')} >= 1. Received: "
                              f"{getattr(args, name)}")
     if args.max_training_samples < args.num_initial_samples:
@@ -271,7 +302,23 @@ def run_config(args):
                 "strategy", "tpu", "dataset", *MEASUREMENT_KEYS}
     if not args.ambiguous:
         excluded.update(DIRTY_ONLY_KEYS)
+    if args.val_size is not None:
+        excluded.add("val_fraction")  # --val-size overrides it
+    # Scale flags at their default (None) are left out, so runs saved before they existed
+    # resume with the same command.
+    excluded.update(k for k in SCALE_KEYS if getattr(args, k) is None)
     return {k: v for k, v in vars(args).items() if k not in excluded}
+
+
+def validation_size(args, pool_size):
+    """Validation points held out of a pool of ``pool_size``: ``--val-size``, else
+    ``floor(--val-fraction * pool_size)`` (the original's 10%)."""
+    if args.val_size is not None:
+        if args.val_size + args.num_initial_samples >= pool_size:
+            raise ValueError(f"Expected --val-size + --num-initial-samples < the pool size "
+                             f"{pool_size}. Received: --val-size {args.val_size}")
+        return int(args.val_size)
+    return int(math.floor(args.val_fraction * pool_size))
 
 
 def run_name(args) -> str:
@@ -432,25 +479,141 @@ def write_outputs(args, name, pool, run_paths, entropies, threshold_info, timing
     return summary
 
 
+PAPER_SIZES = (100, 200, 300)
+PAPER_ACCURACY = {
+    "mnist": {"300": {"softmax": 91.3, "gmm": 95.7, "ensemble": 94.3, "ensemble_mi": 96.3}},
+    "dirty_mnist": {"100": {"softmax": 34, "gmm": 45, "ensemble": 33, "ensemble_mi": 40},
+                    "300": {"softmax": 52, "gmm": 75, "ensemble": 55, "ensemble_mi": 70}},
+}
+"""Test accuracy (%) of the paper's active-learning figure (ResNet-18 + SN + mod, 5 runs),
+read off the figure (about +-2 points; REFERENCE.md section 1)."""
+AL_LABELS = {"softmax": "Softmax entropy", "gmm": "DDU (GMM density)",
+             "ensemble": "5-Ensemble PE", "ensemble_mi": "5-Ensemble MI"}
+
+
+def _summaries(output_dir, dataset):
+    out = []
+    for path in sorted(glob.glob(os.path.join(output_dir, "summary_*.json"))):
+        with open(path, encoding="utf-8") as handle:
+            s = json.load(handle)
+        if s["dataset"] == dataset and s["runs"]:
+            out.append(s)
+    return out
+
+
+def _mean_se(values):
+    v = np.asarray(values, np.float64)
+    if v.size == 0:
+        return None
+    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else None
+    return {"mean": float(v.mean()), "standard_error": se, "runs": int(v.size),
+            "values": v.tolist()}
+
+
+def paper_comparison(output_dir, dataset, sizes=PAPER_SIZES):
+    """``comparison_<dataset>.json`` / ``.png``: every acquisition type's test accuracy (%) at
+    ``sizes`` labelled samples and, on Dirty-MNIST, the fraction of ambiguous samples among
+    the acquired ones (ground truth; initial set excluded), mean +- standard error over the
+    runs (sample std / sqrt(runs)), beside :data:`PAPER_ACCURACY`. Returns the dict or None."""
+    summaries = _summaries(output_dir, dataset)
+    if not summaries:
+        return None
+    rows = {}
+    for s in summaries:
+        runs = list(s["runs"].values())
+        row = {"name": s["name"], "accuracy": {}, "ambiguous_acquired_fraction": {}}
+        for size in sizes:
+            accs, fracs = [], []
+            for r in runs:
+                if size in r["num_labelled"]:
+                    accs.append(r["test_accuracy"][r["num_labelled"].index(size)])
+                after = r.get("size_after_acquisition", [])
+                if "ambiguous_fraction_gt_acquired_only" in r and size in after:
+                    fracs.append(r["ambiguous_fraction_gt_acquired_only"][after.index(size)])
+            row["accuracy"][str(size)] = _mean_se(accs)
+            if dataset == "dirty_mnist":
+                row["ambiguous_acquired_fraction"][str(size)] = _mean_se(fracs)
+        args = s["args"]
+        row["setting"] = {k: args.get(k) for k in (
+            "model_name", "sn", "coeff", "mod", "epochs", "fixed_length", "acquisition_batch_size",
+            "pool_subset", "val_size", "val_fraction", "test_subset", "ambiguous_config",
+            "subsample", "noise_std")}
+        row["pool"] = s["pool"]
+        rows[s["al_type"]] = row
+    result = {"dataset": dataset, "sizes": list(sizes), "ours": rows,
+              "paper": PAPER_ACCURACY[dataset],
+              "paper_note": "ResNet-18 + SN + mod, 20 -> 300 labels in steps of 5, 5 runs; "
+                            "values read off the paper's figure (about +-2 points)",
+              "ours_note": "mean +- standard error (sample std / sqrt(runs)) over the runs given; "
+                           "ambiguous fraction = ground-truth is_ambiguous among the acquired "
+                           "samples (initial 20 excluded)"}
+    _dump(os.path.join(output_dir, f"comparison_{dataset}.json"), result)
+    _plot_comparison(result, os.path.join(output_dir, f"comparison_{dataset}.png"))
+    return result
+
+
+def _plot_comparison(result, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dirty = result["dataset"] == "dirty_mnist"
+    types = [t for t in AL_LABELS if t in result["ours"]]
+    sizes = result["sizes"]
+    fig, axes = plt.subplots(1, 2 if dirty else 1, figsize=(11 if dirty else 6, 4.2),
+                             squeeze=False)
+    width = 0.8 / max(len(types), 1)
+    for k, t in enumerate(types):
+        row = result["ours"][t]
+        keys = ["accuracy"] + (["ambiguous_acquired_fraction"] if dirty else [])
+        for col, key in enumerate(keys):
+            ax = axes[0, col]
+            scale = 100.0 if col else 1.0
+            cells = [row[key][str(size)] for size in sizes]
+            means = [scale * c["mean"] if c else np.nan for c in cells]
+            errs = [scale * (c["standard_error"] or 0.0) if c else 0.0 for c in cells]
+            runs = max((c["runs"] for c in cells if c), default=0)
+            ax.bar(np.arange(len(sizes)) + (k - (len(types) - 1) / 2) * width, means, width,
+                   yerr=errs if any(errs) else None, capsize=3, color=f"C{k}",
+                   label=f"{AL_LABELS[t]}, ours ({runs} run{'s' * (runs != 1)})")
+            if col == 0:
+                for j, size in enumerate(sizes):
+                    paper = result["paper"].get(str(size), {}).get(t)
+                    if paper is not None:
+                        ax.plot(j + (k - (len(types) - 1) / 2) * width, paper, "k*",
+                                markersize=10, label="paper (ResNet-18+SN+mod)"
+                                if (k, j) == (0, len(sizes) - 1) else None)
+    axes[0, 0].set_xticks(range(len(sizes)), [str(s) for s in sizes])
+    axes[0, 0].set_xlabel("labelled training samples")
+    axes[0, 0].set_ylabel("MNIST test accuracy (%)")
+    axes[0, 0].set_title(f"{'Dirty-MNIST' if dirty else 'MNIST'}: ours (bars, +- s.e.) "
+                         "vs paper (*)")
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    if dirty:
+        axes[0, 1].set_xticks(range(len(sizes)), [str(s) for s in sizes])
+        axes[0, 1].set_xlabel("labelled training samples")
+        axes[0, 1].set_ylabel("ambiguous among acquired (%)")
+        axes[0, 1].set_title("Ground-truth ambiguous share of the acquired samples")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def plot_results(output_dir, dataset):
     """``al_plot_<dataset>.png``: accuracy (and ambiguous fraction) vs training-set size."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summaries = []
-    for path in sorted(glob.glob(os.path.join(output_dir, "summary_*.json"))):
-        with open(path, encoding="utf-8") as handle:
-            s = json.load(handle)
-        if s["dataset"] == dataset and s["runs"]:
-            summaries.append(s)
+    summaries = _summaries(output_dir, dataset)
     if not summaries:
         return None
     ambiguous = dataset == "dirty_mnist"
     fig, axes = plt.subplots(1, 2 if ambiguous else 1, figsize=(11 if ambiguous else 6, 4.2),
                              squeeze=False)
-    labels = {"softmax": "Softmax entropy", "gmm": "DDU (GMM density)",
-              "ensemble": "5-Ensemble PE", "ensemble_mi": "5-Ensemble MI"}
+    labels = AL_LABELS
     for s in summaries:
         runs = list(s["runs"].values())
         length = min(len(r["test_accuracy"]) for r in runs)
@@ -505,13 +668,17 @@ def main(argv=None):
         data_dir=args.dataset_root or args.data_dir, tfds_data_dir=args.tfds_data_dir,
         subsample=args.subsample, pool_size=args.pool_size,
         ambiguous_images_limit=args.ambiguous_images, seed=args.seed, noise_std=args.noise_std)
+    if args.test_subset is not None and args.test_subset < len(test_y):
+        keep = np.sort(np.random.default_rng([args.seed, TEST_SUBSET_SALT]).choice(
+            len(test_y), args.test_subset, replace=False))
+        test_x, test_y = test_x[keep], test_y[keep]
     log(f"pool {len(pool)} samples ({int(pool.is_ambiguous.sum())} ambiguous), test {len(test_y)}")
     entropies, threshold_info = (pretrained_entropies(args, pool, log) if args.ambiguous
                                  else (None, {"skipped": "MNIST pool: no ambiguous samples"}))
     num_rounds = math.ceil((args.max_training_samples - args.num_initial_samples)
                            / args.acquisition_batch_size)
     state0 = initial_state(pool.labels, num_initial=args.num_initial_samples,
-                           num_validation=int(math.floor(args.val_fraction * len(pool))),
+                           num_validation=validation_size(args, len(pool)),
                            seed=args.seed, balanced=True)
     val_idx = np.asarray(state0.validation, np.int64)
     val_x, val_y = pool.images[val_idx], pool.labels[val_idx]
@@ -576,6 +743,7 @@ def main(argv=None):
             train_fn=train_fn, evaluate_fn=evaluate_fn, score_fn=score_fn,
             acquisition_size=args.acquisition_batch_size, num_rounds=num_rounds,
             result_path=run_paths[run], config=loop_config, on_round_end=on_round_end,
+            pool_subset_size=args.pool_subset,
             legacy_config_keys=MEASUREMENT_KEYS + DIRTY_ONLY_KEYS)
         if loop.next_round > 0:
             log(f"run {run}: resuming at round {loop.next_round} of {num_rounds}")
@@ -585,6 +753,7 @@ def main(argv=None):
         timings[f"run{run}_seconds_this_invocation"] = time.perf_counter() - start
     summary = write_outputs(args, name, pool, run_paths, entropies, threshold_info, timings)
     plot = plot_results(args.output_dir, summary["dataset"])
+    paper_comparison(args.output_dir, summary["dataset"])
     log(f"done in {time.perf_counter() - start:.0f}s; plot {plot}")
     return summary
 

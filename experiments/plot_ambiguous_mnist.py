@@ -10,6 +10,22 @@ generation ensemble's seeds) gives the ambiguous images vs MNIST test images.
 
     python experiments/plot_ambiguous_mnist.py --variant generated \
         --out results/ambiguous_mnist/amnist_digits.png --stats-dir results/ambiguous_mnist
+
+Comparison with the official set (issue 13; ``--npz``): for a generated file read by
+``ddu_tf.io.ambiguous_mnist.load_generated`` (its SHA-256 from ``--sha256`` or from the
+``--build-report`` JSON that ``experiments/build_ambiguous_mnist.py`` wrote), write
+``generated_vs_official.json`` and ``generated_vs_official.png`` to ``--stats-dir``: the test
+images' ensemble-PE histogram over the official 16 bins on [0.05, 1.6] beside the official one,
+their total-variation distance, max MI, label-entropy statistics
+(``ddu_tf.generation.statistics.set_statistics``), and the softmax entropy of an independent
+LeNet trained ``--lenet-epochs`` epochs on Dirty-MNIST built from the file, with the AUROC of
+Ambiguous-MNIST test vs Fashion-MNIST test (``independent_lenet_check``; ``--lenet-epochs 0``
+skips it)::
+
+    python experiments/plot_ambiguous_mnist.py \
+        --npz results/ambiguous_mnist/ambiguous_mnist_generated.npz \
+        --build-report results/ambiguous_mnist/build_report.json \
+        --stats-dir results/ambiguous_mnist --lenet-epochs 3
 """
 import argparse
 import json
@@ -23,9 +39,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ddu_tf  # noqa: E402,F401  (registers the TFDS builders)
+from ddu_tf import plotting  # noqa: E402
 from ddu_tf import uncertainty  # noqa: E402
 from ddu_tf.data import dirty_mnist  # noqa: E402
-from ddu_tf.generation import ambiguous_mnist  # noqa: E402
+from ddu_tf.generation import ambiguous_mnist, statistics  # noqa: E402
+from ddu_tf.io import ambiguous_mnist as amnist_io  # noqa: E402
 from ddu_tf.io import mnist_idx  # noqa: E402
 from tfds_builders.ambiguous_mnist import ambiguous_mnist_dataset_builder  # noqa: E402,F401
 
@@ -82,7 +100,62 @@ def summary(values):
             "histogram": histogram(values)}
 
 
-def main():
+def expected_sha256(args):
+    """The digest to check the ``--npz`` file against: ``--sha256``, or the ``sha256`` that
+    the ``--build-report`` JSON recorded for it."""
+    if args.sha256:
+        return args.sha256
+    if not args.build_report:
+        raise SystemExit("error: --npz needs --sha256 <hex digest> or --build-report <json "
+                         "written by experiments/build_ambiguous_mnist.py> (the file is checked "
+                         "before use)")
+    report = json.loads(pathlib.Path(args.build_report).read_text())
+    if "sha256" not in report:
+        raise SystemExit(f"error: --build-report {args.build_report} holds no 'sha256'. Received "
+                         f"keys: {sorted(report)}")
+    return report["sha256"]
+
+
+def compare_with_official(args):
+    """``--npz`` mode: generated_vs_official.json / .png in ``--stats-dir``."""
+    sha = expected_sha256(args)
+    data = amnist_io.load_generated(args.npz, sha256=sha)
+    out = pathlib.Path(args.stats_dir or "results/ambiguous_mnist")
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"file": args.npz, "sha256": sha, "generator_command": data.metadata.get("command"),
+              "command": ("python experiments/plot_ambiguous_mnist.py --npz " + args.npz
+                          + (f" --build-report {args.build_report}" if args.build_report and
+                             not args.sha256 else f" --sha256 {sha}")
+                          + f" --stats-dir {out} --lenet-epochs {args.lenet_epochs}"
+                          + f" --lenet-seed {args.lenet_seed}"),
+              **statistics.set_statistics(data)}
+    entropy = aurocs = None
+    if args.lenet_epochs > 0:
+        def split(dataset, name):
+            images, labels = mnist_idx.load_idx_arrays(dataset, name, args.data_dir)
+            return images.astype(np.float32) / np.float32(255.0), labels
+
+        check = statistics.independent_lenet_check(
+            data, split("mnist", "train"), split("mnist", "test"),
+            split("fashion_mnist", "test"), seed=args.lenet_seed, epochs=args.lenet_epochs)
+        entropy, aurocs = check["entropy"], check["summary"]["auroc"]
+        report["independent_lenet"] = dict(check["summary"], histograms={
+            name: histogram(h) for name, h in entropy.items()})
+    (out / "generated_vs_official.json").write_text(json.dumps(report, indent=1))
+    png = plotting.generated_vs_official(report["test_pe_histogram"],
+                                         str(out / "generated_vs_official.png"), entropy, aurocs)
+    hist = report["test_pe_histogram"]
+    print(f"test PE histogram {hist['counts']} (official {hist['official_counts']}); "
+          f"TV {hist['total_variation']}; max MI {report['max_mutual_information']:.4f}; "
+          f"label entropy mean {report['label_entropy']['all']['mean']:.3f} nats, "
+          f"{100 * report['label_entropy']['all']['fraction_identical_labels']:.1f}% identical")
+    if aurocs:
+        print("independent LeNet AUROC:", json.dumps(aurocs))
+    print(f"wrote {out / 'generated_vs_official.json'} and {png}")
+    return report
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", default="generated",
                         help="official | generated | generated_tiny")
@@ -92,8 +165,20 @@ def main():
     parser.add_argument("--columns", type=int, default=12)
     parser.add_argument("--stats-dir", default=None, help="write stats.json here")
     parser.add_argument("--lenet-seed", type=int, default=12345)
-    parser.add_argument("--lenet-epochs", type=int, default=4)
-    args = parser.parse_args()
+    parser.add_argument("--lenet-epochs", type=int, default=4,
+                        help="epochs of the independent LeNet (0 skips it with --npz)")
+    parser.add_argument("--npz", default=None,
+                        help="a generated Ambiguous-MNIST file: compare it with the official set")
+    digest = parser.add_mutually_exclusive_group()
+    digest.add_argument("--sha256", default=None, help="expected SHA-256 of --npz")
+    digest.add_argument("--build-report", default=None,
+                        help="build_report.json of experiments/build_ambiguous_mnist.py holding "
+                             "the SHA-256 of --npz")
+    args = parser.parse_args(argv)
+    if args.lenet_epochs < 0:
+        raise SystemExit(f"error: expected --lenet-epochs >= 0. Received: {args.lenet_epochs}")
+    if args.npz:
+        return compare_with_official(args)
 
     images, dist, split = unique_images(args.variant, args.data_dir, args.tfds_data_dir)
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)

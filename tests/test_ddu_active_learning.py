@@ -388,3 +388,79 @@ def test_runs_saved_with_measurement_flags_in_their_config_resume(tmp_path, monk
     again = json.loads(path.read_text())
     assert again["history"][:2] == first_two  # resumed, not recomputed
     assert again["config"] == script.run_config(script.parse_args(argv))
+
+
+# ----------------------------------------------------------------------------- issue 21 item 4
+def test_cpu_scale_flags_subset_the_scored_pool_validation_and_test(tmp_path, monkeypatch,
+                                                                    experiment_script):
+    """--pool-subset scores the loop's stateless per-round subset (every acquisition lies in
+    it), --val-size fixes the validation set, --test-subset measures accuracy on a seeded
+    subset; the flags join the run identity only when set (older files still resume)."""
+    from ddu_tf.active_learning.pool import PoolState
+
+    script = experiment_script("ddu_active_learning")
+    pool, test_x, test_y = _synthetic_pool(160)
+    test_x = np.concatenate([test_x] * 3)
+    test_y = np.concatenate([test_y] * 3)  # 120 test images
+    monkeypatch.setattr(script, "load_al_pool", lambda *a, **k: (pool, test_x, test_y))
+    argv = _tiny_args(tmp_path, "softmax", ["--pool-subset", "12", "--val-size", "15",
+                                            "--test-subset", "30"])
+    scored = []
+    real_scores = script.ddu_scoring.acquisition_scores
+    monkeypatch.setattr(script.ddu_scoring, "acquisition_scores",
+                        lambda *a, **k: scored.append(len(a[2])) or real_scores(*a, **k))
+    summary = script.main(argv)
+    assert scored == [12, 12]
+    name = script.run_name(script.parse_args(argv))
+    saved = json.loads((tmp_path / "runs" / f"{name}_run0.json").read_text())
+    assert len(saved["state"]["validation"]) == 15
+    # Replay the pool state: each round's acquisitions come from that round's subset.
+    state = PoolState.from_dict(dict(saved["state"], labelled=saved["state"]["labelled"][:20],
+                                     pool=sorted(saved["state"]["pool"]
+                                                 + saved["state"]["labelled"][20:])))
+    for record in saved["history"][:2]:
+        subset = set(state.pool_subset(record["round"], 12).tolist())
+        assert set(record["acquired"]) <= subset
+        state.acquire(record["acquired"])
+    # Accuracy on 30 test images: a multiple of 100/30.
+    for acc in summary["runs"][0]["test_accuracy"]:
+        assert abs(acc * 30 / 100 - round(acc * 30 / 100)) < 1e-6
+    config = saved["config"]
+    assert (config["pool_subset"], config["val_size"], config["test_subset"]) == (12, 15, 30)
+    assert "val_fraction" not in config
+    plain = script.run_config(script.parse_args(_tiny_args(tmp_path, "softmax")))
+    assert not {"pool_subset", "val_size", "test_subset"} & set(plain)
+    with pytest.raises(ValueError, match="--pool-subset"):
+        script.parse_args(_tiny_args(tmp_path, "softmax", ["--pool-subset", "0"]))
+    args = script.parse_args(_tiny_args(tmp_path, "softmax", ["--val-size", "150"]))
+    with pytest.raises(ValueError, match="--val-size"):
+        script.validation_size(args, 160)
+
+
+def test_paper_comparison_reports_accuracy_and_ambiguous_share_per_size(tmp_path,
+                                                                        experiment_script):
+    script = experiment_script("ddu_active_learning")
+    sizes = [20, 100, 200, 300]
+    runs = {}
+    rng = np.random.default_rng(0)
+    accs = rng.uniform(30, 90, (3, 4))
+    fracs = rng.uniform(0, 1, (3, 3))
+    for r in range(3):
+        runs[str(r)] = {"num_labelled": sizes, "test_accuracy": accs[r].tolist(),
+                        "size_after_acquisition": [100, 200, 300],
+                        "ambiguous_fraction_gt_acquired_only": fracs[r].tolist()}
+    summary = {"name": "x_gmm", "dataset": "dirty_mnist", "al_type": "gmm", "runs": runs,
+               "args": {"model_name": "resnet18", "pool_subset": 5000}, "pool": {"size": 9}}
+    (tmp_path / "summary_x_gmm.json").write_text(json.dumps(summary))
+    result = script.paper_comparison(str(tmp_path), "dirty_mnist")
+    cell = result["ours"]["gmm"]["accuracy"]["200"]
+    assert cell["runs"] == 3
+    np.testing.assert_allclose(cell["mean"], accs[:, 2].mean())
+    np.testing.assert_allclose(cell["standard_error"], accs[:, 2].std(ddof=1) / np.sqrt(3))
+    np.testing.assert_allclose(result["ours"]["gmm"]["ambiguous_acquired_fraction"]["300"]["mean"],
+                               fracs[:, 2].mean())
+    assert result["paper"]["300"] == {"softmax": 52, "gmm": 75, "ensemble": 55, "ensemble_mi": 70}
+    assert result["ours"]["gmm"]["setting"]["pool_subset"] == 5000
+    assert json.loads((tmp_path / "comparison_dirty_mnist.json").read_text()) == result
+    assert (tmp_path / "comparison_dirty_mnist.png").stat().st_size > 0
+    assert script.paper_comparison(str(tmp_path), "mnist") is None

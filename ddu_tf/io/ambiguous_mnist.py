@@ -43,7 +43,7 @@ from ddu_tf.io import mnist_idx, torch_pickle
 DEFAULT_PATH = pathlib.Path(__file__).resolve().parent / "data" / "ambiguous_mnist_generated.npz"
 
 #: SHA-256 of the shipped file. None until the full build has been run and its digest recorded.
-GENERATED_SHA256: Optional[str] = None
+GENERATED_SHA256: Optional[str] = "9b68929be49484260fef0842541ba74224fba638efc111ab738eeb7bfb0d7fb9"
 
 #: How to rebuild the shipped file (run from the repository root).
 REBUILD_COMMAND = ("DDU_TF_DATA_DIR=<dir holding mnist/train-*-ubyte.gz> "

@@ -156,11 +156,13 @@ def lr_schedule(first_milestone=150, second_milestone=250, lr=0.1, steps_per_epo
 
     Epoch ``e`` (0-based) trains with ``lr * gamma ** (number of milestones <= e)``; for
     optimizer step ``t`` (0-based, Keras' ``optimizer.iterations`` before the update),
-    ``e = t // steps_per_epoch``.
+    ``e = t // steps_per_epoch``. A fractional milestone (a schedule compressed into fewer
+    epochs than the paper's, e.g. 0.5) drops the rate at step ``round(m * steps_per_epoch)``;
+    an integer milestone gives exactly the per-epoch schedule above.
 
     Args:
-        first_milestone, second_milestone: epochs at which the rate is multiplied by
-            ``gamma`` (``0 < first_milestone <= second_milestone``).
+        first_milestone, second_milestone: epochs (int or float) at which the rate is
+            multiplied by ``gamma`` (``0 < first_milestone <= second_milestone``).
         lr: initial learning rate (> 0).
         steps_per_epoch: optimizer steps per epoch (>= 1).
         gamma: multiplicative factor (0.1 in DDU).
@@ -178,7 +180,7 @@ def lr_schedule(first_milestone=150, second_milestone=250, lr=0.1, steps_per_epo
     steps = int(steps_per_epoch)
     # PiecewiseConstantDecay uses values[i] while step <= boundaries[i], hence the -1.
     return keras.optimizers.schedules.PiecewiseConstantDecay(
-        boundaries=[first_milestone * steps - 1, second_milestone * steps - 1],
+        boundaries=[int(round(first_milestone * steps)) - 1, int(round(second_milestone * steps)) - 1],
         values=[float(lr), float(lr) * gamma, float(lr) * gamma ** 2])
 
 

@@ -124,10 +124,10 @@ def build_parser():
                         help="optimiser")
     parser.add_argument("--loss", dest="loss_function", default="cross_entropy",
                         choices=["cross_entropy"], help="training loss")
-    parser.add_argument("--first-milestone", dest="first_milestone", type=_positive_int,
-                        default=150, help="epoch of the first lr x0.1")
-    parser.add_argument("--second-milestone", dest="second_milestone", type=_positive_int,
-                        default=250, help="epoch of the second lr x0.1")
+    parser.add_argument("--first-milestone", dest="first_milestone", type=_positive_float,
+                        default=150, help="epoch of the first lr x0.1 (fractions allowed: 0.5)")
+    parser.add_argument("--second-milestone", dest="second_milestone", type=_positive_float,
+                        default=250, help="epoch of the second lr x0.1 (fractions allowed)")
     parser.add_argument("--save-interval", dest="save_interval", type=_positive_int, default=25,
                         help="save the model every this many epochs")
     parser.add_argument("--save-path", dest="save_loc", default="./", help="output directory")

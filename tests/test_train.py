@@ -82,6 +82,9 @@ def test_lr_schedule_is_multistep_per_epoch():
         epoch = step // steps
         expected = 0.1 * 0.1 ** sum(epoch >= m for m in (3, 5))
         assert float(schedule(step)) == pytest.approx(expected, rel=1e-6), step
+    # Fractional milestones (a schedule compressed into one epoch): drops at round(m * steps).
+    schedule = training.lr_schedule(0.5, 0.75, lr=0.1, steps_per_epoch=8)
+    assert [round(float(schedule(t)), 6) for t in range(8)] == [0.1] * 4 + [0.01] * 2 + [0.001] * 2
     with pytest.raises(ValueError, match="first_milestone"):
         training.lr_schedule(5, 3, lr=0.1, steps_per_epoch=1)
     with pytest.raises(ValueError, match="steps_per_epoch"):

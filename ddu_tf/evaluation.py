@@ -31,8 +31,9 @@ The arrays come from :class:`ddu_tf.inference.Predictor` (``dataset_logits``,
    (multi-class Brier score) and ``ood/m1_fpr95``, ``ood/m2_fpr95`` (FPR at 95% TPR,
    in-distribution positive, :func:`ddu_tf.metrics.fpr_at_tpr`).
 2. Fig. 1/2 of the paper: softmax entropy and GMM log-density per evaluation set
-   (:func:`uncertainty_scores`, or :func:`set_scores` with a fitted GMM) and the AUROCs of
-   separating two sets by each (:func:`pair_aurocs`).
+   (:func:`uncertainty_scores`, or :func:`set_scores` with a fitted GMM), stored by
+   :func:`save_scores` / :func:`load_scores`, and the AUROCs of separating two sets by each
+   (:func:`pair_aurocs`).
 3. The Dirty-MNIST protocol (:func:`dirty_mnist_protocol`, issue 14): from the scores of one
    network on MNIST test, Ambiguous-MNIST test and OoD sets (all with the same input
    transform, ``ddu_tf.data.ood_sets``; GMM fitted on the training split's features), MNIST
@@ -42,6 +43,7 @@ The arrays come from :class:`ddu_tf.inference.Predictor` (``dataset_logits``,
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -274,6 +276,67 @@ def set_scores(predictor, gmm, eval_sets):
         out[name] = {"entropy": uncertainty.softmax_entropy(logits).numpy(),
                      "log_density": gmm.log_density(features).numpy(),
                      "logits": logits, "labels": labels}
+    return out
+
+
+SCORE_KEYS = ("entropy", "log_density")
+"""The per-set scores of Fig. 1/2 that :func:`save_scores` stores."""
+
+
+def save_scores(path, scores) -> str:
+    """Write Fig. 1/2 scores to a compressed ``.npz`` (no pickle), one array per set and score.
+
+    The file of ``experiments/evaluate.py --protocol dirty_mnist`` and the input of
+    ``experiments/plot_uncertainty.py --scores``; read it back with :func:`load_scores`.
+
+    Args:
+      path: output path (``.npz`` is appended by NumPy when missing; directories are created).
+      scores: ``name -> {"entropy": [n], "log_density": [n], ...}`` (:func:`set_scores`);
+        only :data:`SCORE_KEYS` are stored, as float32 arrays named ``"{name}/{key}"``.
+
+    Returns:
+      The path written.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"
+    for name in scores:
+        if "/" in name:
+            raise ValueError(f"Expected set names without '/'. Received: {name!r}.")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    np.savez_compressed(path, **{f"{name}/{key}": np.asarray(per_set[key], np.float32)
+                                 for name, per_set in scores.items() for key in SCORE_KEYS})
+    return path
+
+
+def load_scores(path) -> dict:
+    """Read a file written by :func:`save_scores`.
+
+    Returns:
+      ``name -> {"entropy": [n] float64 (nats), "log_density": [n] float64 (nats)}``, sets
+      in stored order.
+
+    Raises:
+      ValueError: the file has other arrays, or a set lacks one of :data:`SCORE_KEYS`.
+    """
+    out = {}
+    with np.load(os.fspath(path), allow_pickle=False) as data:
+        for array_name in data.files:
+            name, _, key = array_name.rpartition("/")
+            if not name or key not in SCORE_KEYS:
+                raise ValueError(
+                    "Expected a scores file written by ddu_tf.evaluation.save_scores (arrays "
+                    f"'<set>/<score>' with scores {SCORE_KEYS}). Received {os.fspath(path)!r} "
+                    f"with the array {array_name!r}.")
+            out.setdefault(name, {})[key] = np.asarray(data[array_name], np.float64)
+    for name, per_set in out.items():
+        if set(per_set) != set(SCORE_KEYS):
+            raise ValueError(
+                f"Expected the scores {SCORE_KEYS} for every set. Received {sorted(per_set)} "
+                f"for set {name!r} in {os.fspath(path)!r}.")
+    if not out:
+        raise ValueError(f"Expected at least one set of scores. Received an empty file "
+                         f"{os.fspath(path)!r}.")
     return out
 
 

@@ -11,7 +11,8 @@ split (and preprocessing) its model was trained with:
   subset;
 * :func:`normalize_images` / :func:`random_crop_flip`: DDU's CIFAR/SVHN preprocessing;
 * :func:`training_pipelines` / :func:`evaluation_pipeline` / :func:`load_test_split`:
-  ``tf.data`` pipelines of ``(x [batch, ...] float32, y [batch] int64)``.
+  ``tf.data`` pipelines of ``(x [batch, ...] float32, y [batch] int64)``;
+* :func:`density_monitor_data`: the samples ``train.py --density-callback-every`` watches.
 """
 from __future__ import annotations
 
@@ -203,6 +204,51 @@ def load_test_split(name, batch_size, data_dir=None):
                          preprocess=preprocess_fn(spec))
 
 
-__all__ = ["DATASETS", "dataset_key", "DDU_IMAGE_MEAN", "DDU_IMAGE_STD", "DatasetSpec", "evaluation_pipeline",
+def density_monitor_data(dataset, ood_dataset, train_arrays, val_arrays, *, samples, seed,
+                         batch_size, data_dir=None):
+    """The three data sets of :class:`ddu_tf.training.FeatureDensityMonitor` for a run.
+
+    * GMM fitting: :func:`seeded_subset` of ``samples`` training examples (un-augmented);
+    * in-distribution: :func:`seeded_subset` of ``samples`` validation examples;
+    * OoD: the first ``samples`` test examples of ``ood_dataset``, read once here (so a
+      missing set fails before training starts) and kept in memory.
+
+    All three get ``dataset``'s evaluation preprocessing (the OoD set its own, as
+    :func:`load_test_split`), in batches of ``batch_size``.
+
+    Args:
+        dataset, ood_dataset: keys of :data:`DATASETS` with the same input shape.
+        train_arrays, val_arrays: ``(x [n, ...], y [n])`` of :func:`train_validation_arrays`.
+        samples: examples per set (>= 1).
+        seed: seed of the subsets.
+        batch_size: batch size of the pipelines.
+        data_dir: data directory passed to ``ddu_tf.data.load``.
+
+    Returns:
+        ``(train_ds, in_ds, ood_ds)`` of ``(x [batch, *input_shape] float32, y [batch])``.
+
+    Raises:
+        ValueError: the input shapes differ, or ``ood_dataset`` cannot be read offline.
+    """
+    spec, ood_spec = DATASETS[dataset], DATASETS[ood_dataset]
+    if ood_spec.input_shape != spec.input_shape:
+        raise ValueError(f"Expected an OoD set with the input shape {spec.input_shape} of "
+                         f"{dataset!r}. Received: {ood_dataset!r} with input shape "
+                         f"{ood_spec.input_shape}.")
+    try:
+        ood = next(iter(load_test_split(ood_dataset, batch_size, data_dir).unbatch()
+                        .take(samples).batch(samples)))
+    except Exception as error:  # noqa: BLE001 (any loader failure means "not available")
+        raise ValueError(
+            f"Expected the OoD set {ood_dataset!r} to be readable offline (manual MNIST-family "
+            "files under --dataset-root / $DDU_TF_DATA_DIR, or a prepared TFDS build). "
+            f"Received: {type(error).__name__}: {error}") from error
+    ood = tf.data.Dataset.from_tensor_slices(tuple(t.numpy() for t in ood)).batch(batch_size)
+    return (evaluation_pipeline(spec, seeded_subset(train_arrays, samples, seed), batch_size),
+            evaluation_pipeline(spec, seeded_subset(val_arrays, samples, seed), batch_size),
+            ood)
+
+
+__all__ = ["DATASETS", "density_monitor_data", "dataset_key", "DDU_IMAGE_MEAN", "DDU_IMAGE_STD", "DatasetSpec", "evaluation_pipeline",
            "normalize_images", "preprocess_fn", "random_crop_flip", "seeded_subset",
            "split_arrays", "load_test_split", "train_validation_arrays", "training_pipelines"]

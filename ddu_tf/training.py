@@ -19,11 +19,20 @@ learning rate inside its velocity).
 
 Checkpoint names follow the original's ``model_save_name`` (utils/train_utils.py):
 ``{model}[_sn_{coeff}][_mod]_{seed}[_{epoch}].keras``, see :func:`checkpoint_name`.
+
+:class:`FeatureDensityMonitor` (issue 17 item 5) watches DDU's feature density while the
+network trains: OoD AUROCs of the GMM density and of softmax entropy, and the features'
+within- vs between-class spread (feature collapse), in ``logs`` / History and TensorBoard.
 """
 import os
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import ops
+
+from ddu_tf import metrics, uncertainty
+from ddu_tf.inference import Predictor, fit_gmm
 
 
 def _check_non_negative(**values):
@@ -231,6 +240,121 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.interval == 0:
             self.model.save(self.path_for_epoch(epoch + 1))
+
+
+class FeatureDensityMonitor(keras.callbacks.Callback):
+    """Fit DDU's class-conditional GMM during training and log how well it detects OoD data.
+
+    After epochs ``every, 2 * every, ...`` (1-based counts, like :class:`EpochCheckpoint`):
+
+    1. :func:`ddu_tf.inference.fit_gmm` fits the class-conditional Gaussians
+       (``ddu_tf.density.ClassConditionalGaussians``) on the ``"features"`` of ``train_data``
+       (a sample of the training set; inference mode, float64);
+    2. a :class:`ddu_tf.inference.Predictor` of the model scores ``in_data`` and ``ood_data``:
+       GMM log-density ``logsumexp_c log q(z|c)`` (nats) and softmax entropy (nats,
+       :func:`ddu_tf.uncertainty.softmax_entropy`);
+    3. the AUROCs of telling ``ood_data`` from ``in_data`` by each score
+       (:func:`ddu_tf.metrics.ood_auroc_auprc`: low density / high entropy = OoD; 0.5 is
+       chance, 1 perfect), and the features' class structure from the fitted GMM's per-class
+       covariances ``Sigma_c [C, D, D]`` and means ``mu_c [C, D]``:
+
+       * ``within_class_std = sqrt(mean_c tr(Sigma_c) / D)``: RMS per-dimension feature std
+         inside a class (feature units);
+       * ``between_class_std = sqrt(tr(S_B) / D)`` with ``S_B = mean_c (mu_c - mu)(mu_c - mu)^T``
+         and ``mu = mean_c mu_c`` (unweighted over classes);
+       * ``within_between_ratio = mean_c tr(Sigma_c) / tr(S_B)``: dimensionless; it falls
+         towards 0 as the features of each class collapse onto their mean.
+
+    The five values (:data:`LOG_KEYS`) are added to the epoch's ``logs`` (so ``History`` and
+    later callbacks see them; on the other epochs they are absent, as Keras does for
+    ``validation_freq``) and, with ``log_dir``, written as ``tf.summary`` scalars
+    ``feature_density/<key>`` at step ``epoch`` (0-based, the step of Keras' TensorBoard
+    ``epoch_*`` scalars) by a file writer of ``log_dir``. ``self.epochs`` lists the 0-based
+    epochs monitored.
+
+    Args:
+        train_data: GMM fitting data: ``(x [n, *input_shape], y [n] int)`` arrays or a
+            ``tf.data.Dataset`` of ``(x, y)`` batches, already preprocessed like the
+            validation data; every class needs >= 2 samples. Pass a sample (e.g. 1000
+            examples): the fit runs every ``every`` epochs.
+        in_data: in-distribution held-out data, ``(x, y)`` arrays or dataset (labels unused).
+        ood_data: OoD data, ``(x, y)`` arrays or dataset (labels unused), same preprocessing.
+        num_classes: number of classes ``C`` of the model.
+        every: monitor after every ``every``-th epoch (>= 1).
+        log_dir: TensorBoard directory, or None (``logs`` only).
+        chunk_size: rows per compiled forward chunk (arrays) of the Predictor.
+    """
+
+    LOG_KEYS = ("density_auroc", "entropy_auroc", "within_class_std", "between_class_std",
+                "within_between_ratio")
+    """Keys added to ``logs``; TensorBoard tags are ``feature_density/<key>``."""
+
+    def __init__(self, train_data, in_data, ood_data, num_classes, *, every=1, log_dir=None,
+                 chunk_size=512):
+        super().__init__()
+        if int(every) != every or every < 1:
+            raise ValueError(f"Expected every >= 1 (epochs). Received: every={every!r}")
+        if int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(f"Expected num_classes >= 2. Received: num_classes={num_classes!r}")
+        self.train_data, self.in_data, self.ood_data = train_data, in_data, ood_data
+        self.num_classes, self.every = int(num_classes), int(every)
+        self.log_dir, self.chunk_size = log_dir, int(chunk_size)
+        self.epochs = []
+        self._writer = None
+        self._predictor = None
+
+    def get_config(self):
+        return {"num_classes": self.num_classes, "every": self.every, "log_dir": self.log_dir,
+                "chunk_size": self.chunk_size}
+
+    def _scores(self, predictor, gmm, data):
+        """``(log_density [n], entropy [n])`` float64 nats of one data set."""
+        if isinstance(data, tf.data.Dataset):
+            features, logits, _ = predictor.dataset_features_and_logits(data)
+        else:
+            features, logits = predictor.features_and_logits(data[0])
+        return (gmm.log_density(features).numpy(),
+                uncertainty.softmax_entropy(np.asarray(logits, np.float64)).numpy())
+
+    def measure(self):
+        """The :data:`LOG_KEYS` values of the model as it is now: ``dict`` of floats."""
+        if self._predictor is None or self._predictor.model is not self.model:
+            self._predictor = Predictor(self.model, chunk_size=self.chunk_size)
+        gmm = fit_gmm(self._predictor, self.train_data, self.num_classes)
+        in_density, in_entropy = self._scores(self._predictor, gmm, self.in_data)
+        ood_density, ood_entropy = self._scores(self._predictor, gmm, self.ood_data)
+        within = float(np.mean(np.trace(gmm.covariances.numpy(), axis1=1, axis2=2)))
+        means = gmm.means.numpy()
+        between = float(np.sum((means - means.mean(axis=0)) ** 2) / len(means))
+        return {
+            "density_auroc": metrics.ood_auroc_auprc(in_density, ood_density,
+                                                     higher_is_uncertain=False)[0],
+            "entropy_auroc": metrics.ood_auroc_auprc(in_entropy, ood_entropy,
+                                                     higher_is_uncertain=True)[0],
+            "within_class_std": float(np.sqrt(within / gmm.dim)),
+            "between_class_std": float(np.sqrt(between / gmm.dim)),
+            "within_between_ratio": within / between if between > 0 else float("inf"),
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        values = self.measure()
+        self.epochs.append(int(epoch))
+        if logs is not None:
+            logs.update(values)
+        if self.log_dir is not None:
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(self.log_dir)
+            with self._writer.as_default():
+                for key, value in values.items():
+                    tf.summary.scalar(f"feature_density/{key}", value, step=int(epoch))
+            self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def make_callbacks(save_path, run_name, *, monitor="val_accuracy", save_interval=None,

@@ -199,11 +199,8 @@ def run_protocol(args, run, network, gmm, protocol_sets, path):
     scores = evaluation.set_scores(network, gmm, protocol_sets)
     result = evaluation.dirty_mnist_protocol(scores, args.ood_sets)
     stem = os.path.basename(path)[:-len(".keras")]
-    os.makedirs(args.output_dir, exist_ok=True)
-    np.savez_compressed(
-        os.path.join(args.output_dir, f"scores_{stem}_{args.model_type}.npz"),
-        **{f"{name}/{key}": np.asarray(per_set[key], np.float32)
-           for name, per_set in scores.items() for key in ("entropy", "log_density")})
+    evaluation.save_scores(
+        os.path.join(args.output_dir, f"scores_{stem}_{args.model_type}.npz"), scores)
     if args.tensorboard:
         run_name = training.checkpoint_name(args.model, args.sn, args.mod, args.coeff,
                                             args.seed + run, extension="")

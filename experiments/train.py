@@ -29,6 +29,15 @@ Outputs in ``--save-path`` (names from ``ddu_tf.training.checkpoint_name``):
 * ``stats_logging/{run}/`` TensorBoard logs; ``backup/{run}/`` resume state: rerunning the
   same command after an interruption continues from the last completed epoch.
 
+Watching the feature density while training (issue 17 item 5, off by default):
+``--density-callback-every N`` adds ``ddu_tf.training.FeatureDensityMonitor``: after every
+N-th epoch it fits the class-conditional GMM on ``--density-callback-samples`` training
+examples and logs the AUROCs of GMM density and softmax entropy for validation vs the test
+split of ``--density-callback-ood`` (default fashion_mnist; an error before training when it
+cannot be read offline), plus the per-class feature spread (``within_class_std``,
+``between_class_std``, ``within_between_ratio``), to History (the JSON lists their epochs as
+``density_callback_epochs``) and to TensorBoard (``stats_logging/{run}/feature_density``).
+
 Multi-GPU / multi-worker / TPU: ``--strategy {default,mirrored,multiworker,tpu}``
 (``ddu_tf.distribute``, docs/distributed.md). The model, its SN state and the optimiser are
 built under ``strategy.scope()``; ``-b`` is the GLOBAL batch size (split across replicas,
@@ -45,7 +54,7 @@ import keras
 
 import ddu_tf  # noqa: F401  (registers the TFDS builders, e.g. mnist1d)
 from ddu_tf import distribute, training
-from ddu_tf.experiment_data import (DATASETS, dataset_key, seeded_subset,
+from ddu_tf.experiment_data import (DATASETS, dataset_key, density_monitor_data, seeded_subset,
                                     train_validation_arrays, training_pipelines)
 from ddu_tf.models import MODELS, get_model
 
@@ -145,6 +154,19 @@ def build_parser():
                         help="Keras dtype policy (mixed_bfloat16 measured 0.9 img/s on AVX2)")
     parser.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1,
                         help="Keras fit verbosity (1 = progress bar)")
+    parser.add_argument("--density-callback-every", dest="density_every", type=_positive_int,
+                        default=None,
+                        help="every N epochs fit the feature GMM on a training sample and log "
+                             "OoD AUROCs (GMM density, softmax entropy) and the per-class "
+                             "feature spread to History and TensorBoard (off by default)")
+    parser.add_argument("--density-callback-ood", dest="density_ood", default="fashion_mnist",
+                        type=dataset_key, choices=sorted(DATASETS),
+                        help="OoD test set of --density-callback-every (same input shape as "
+                             "--dataset; must be readable offline)")
+    parser.add_argument("--density-callback-samples", dest="density_samples",
+                        type=_positive_int, default=1000,
+                        help="examples of each set (train sample for the GMM, validation, OoD) "
+                             "of --density-callback-every")
     distribute.add_strategy_argument(parser)
     return parser
 
@@ -196,6 +218,16 @@ def run(args, extra_callbacks=()):
                                           val_batch_size=args.test_batch_size, seed=args.seed,
                                           augment=args.data_aug)
     steps_per_epoch = math.ceil(len(train_arrays[0]) / args.train_batch_size)
+    run_name = training.checkpoint_name(args.model, args.sn, args.mod, args.coeff, args.seed,
+                                        extension="")
+    monitor = None
+    if args.density_every:  # its data are read before training: a missing OoD set fails now
+        monitor = training.FeatureDensityMonitor(
+            *density_monitor_data(args.dataset, args.density_ood, train_arrays, val_arrays,
+                                  samples=args.density_samples, seed=args.seed,
+                                  batch_size=args.test_batch_size, data_dir=args.dataset_root),
+            spec.num_classes, every=args.density_every,
+            log_dir=os.path.join(save_loc, "stats_logging", run_name, "feature_density"))
 
     with strategy.scope():  # mirrored weights, SN state and optimiser slots
         model = get_model(args.model, num_classes=spec.num_classes,
@@ -208,9 +240,9 @@ def run(args, extra_callbacks=()):
                                             nesterov=args.nesterov)
         training.compile_model(model, optimizer, jit_compile=args.jit)
 
-    run_name = training.checkpoint_name(args.model, args.sn, args.mod, args.coeff, args.seed,
-                                        extension="")
     callbacks = training.make_callbacks(save_loc, run_name, save_interval=args.save_interval)
+    if monitor is not None:  # after TensorBoard, which would log its keys a second time
+        callbacks.append(monitor)
     print(f"Training {run_name}: {len(train_arrays[0])} train / {len(val_arrays[0])} validation "
           f"examples, {steps_per_epoch} steps per epoch, {model.count_params()} parameters, "
           f"{strategy.num_replicas_in_sync} replica(s)")
@@ -221,10 +253,13 @@ def run(args, extra_callbacks=()):
     final_path = os.path.join(save_loc, training.checkpoint_name(
         args.model, args.sn, args.mod, args.coeff, args.seed, epoch=args.epoch))
     model.save(final_path)
+    logged = {"epochs": history.epoch,
+              "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+              "args": vars(args)}
+    if monitor is not None:  # the epochs of the monitor's keys (shorter lists when N > 1)
+        logged["density_callback_epochs"] = monitor.epochs
     with open(os.path.join(save_loc, f"{run_name}_history.json"), "w") as f:
-        json.dump({"epochs": history.epoch,
-                   "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
-                   "args": vars(args)}, f, indent=2)
+        json.dump(logged, f, indent=2)
     print(f"Model saved to {final_path}")
     return model, history, final_path
 

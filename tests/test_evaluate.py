@@ -259,7 +259,7 @@ def test_plot_scores_and_png(tmp_path):
     header = pathlib.Path(path).read_bytes()[:24]
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
-    assert (width, height) == (1000, 640)  # 10 x 6.4 inches at 100 dpi: 2 models x 2 panels
+    assert (width, height) == (1200, 760)  # 12 x 7.6 inches at 100 dpi: 2 models x 2 panels
 
 
 def test_plot_rejects_non_finite_scores(tmp_path):

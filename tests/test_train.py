@@ -147,6 +147,8 @@ def test_parser_defaults_match_original(train_script):
     assert (args.train_batch_size, args.epoch, args.first_milestone, args.second_milestone) == (128, 350, 150, 250)
     assert (args.coeff, args.sn, args.mod, args.data_aug, args.save_interval) == (3.0, False, False, True, 25)
     assert (args.dataset, args.model) == ("cifar10", "resnet50")
+    assert (args.density_every, args.density_ood, args.density_samples) == (
+        None, "fashion_mnist", 1000)  # the feature-density callback is off by default
     short = train_script.parse_args(["--seed", "2", "-sn", "-mod", "-e", "3", "-b", "64",
                                      "--model", "wide_resnet"])
     assert (short.sn, short.mod, short.epoch, short.train_batch_size) == (True, True, 3, 64)
@@ -262,3 +264,39 @@ def test_tiny_mock_cifar10_run(train_script, tmp_path, model_flags):
     assert np.isfinite(history.history["loss"][0]) and "val_loss" in history.history
     # 24 mock examples: floor(10%) = 2 held out for validation, 22 trained on (3 batches of 8).
     assert int(model.optimizer.iterations.numpy()) == 3
+
+
+# ----- --density-callback-every: ddu_tf.training.FeatureDensityMonitor in train.py -----
+
+def test_density_callback_flag_logs_history_json_and_tensorboard(train_script, tmp_path):
+    args = train_script.parse_args(_argv(
+        tmp_path, "--dataset", "mnist1d", "--model", "mlp", "-e", "2", "--no-jit", "--max-train-samples",
+        "200", "--max-val-samples", "100", "-b", "50", "--density-callback-every", "1",
+        "--density-callback-ood", "mnist1d", "--density-callback-samples", "150"))
+    _, history, _ = train_script.run(args)
+    keys = training.FeatureDensityMonitor.LOG_KEYS
+    for key in keys:
+        assert len(history.history[key]) == 2 and np.all(np.isfinite(history.history[key]))
+    for key in ("density_auroc", "entropy_auroc"):
+        assert all(0.0 <= v <= 1.0 for v in history.history[key])
+    logged = json.loads((tmp_path / "mlp_3_history.json").read_text())
+    assert logged["density_callback_epochs"] == [0, 1]
+    assert logged["history"]["density_auroc"] == pytest.approx(history.history["density_auroc"])
+    tags = {}
+    log_dir = tmp_path / "stats_logging" / "mlp_3" / "feature_density"
+    for path in log_dir.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for v in event.summary.value:
+                tags.setdefault(v.tag, []).append(event.step)
+    assert tags == {f"feature_density/{key}": [0, 1] for key in keys}
+
+
+def test_density_monitor_data_errors(tmp_path, monkeypatch):
+    arrays = (np.zeros((4, 28, 28, 1), np.float32), np.arange(4))
+    with pytest.raises(ValueError, match="input shape"):
+        experiment_data.density_monitor_data("mnist1d", "fashion_mnist", arrays, arrays,
+                                             samples=4, seed=0, batch_size=2)
+    monkeypatch.setenv("DDU_TF_DATA_DIR", str(tmp_path))  # no IDX files anywhere
+    with pytest.raises(ValueError, match="'fashion_mnist' to be readable offline"):
+        experiment_data.density_monitor_data("mnist", "fashion_mnist", arrays, arrays, samples=4,
+                                             seed=0, batch_size=2, data_dir=str(tmp_path))

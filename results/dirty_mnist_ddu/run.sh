@@ -49,11 +49,22 @@ if [[ $stage == eval || $stage == all ]]; then
 fi
 
 if [[ $stage == figure || $stage == all ]]; then
-  # Histograms + pair AUROCs (experiments/uncertainty_pairs.py); GMM on the models' own
-  # Dirty-MNIST training subsets; 5k MNIST, 6k ambiguous images, 5k Fashion.
-  $PY experiments/uncertainty_pairs.py \
-    --models "$RUNS/lenet_1_$LENET_E.keras" "$RUNS/resnet18_sn_3.0_mod_1_$RESNET_E.keras" \
-    --names "LeNet" "ResNet-18+SN+mod" --max-train-samples $LENET_N $RESNET_N \
-    --output-png $OUT/dirty_mnist_uncertainty.png --output-json $OUT/pair_aurocs.json \
-    2>&1 | tee "$OUT/logs/uncertainty_pairs.log"
+  # Fig. 1/2 + pair AUROCs from saved scores: the Dirty-MNIST protocol (GMM on each model's own
+  # seeded Dirty-MNIST training subset; 5000 images per set, the same fixed noise on every set),
+  # then plot_uncertainty.py --scores. The committed figure and pair_aurocs.json came from the
+  # since-removed experiments/uncertainty_pairs.py (README), so a rerun differs slightly.
+  $PY experiments/evaluate.py --seed 1 --dataset dirty_mnist_generated --ood_dataset fashion_mnist \
+    --model lenet --model-type softmax --runs 1 -e $LENET_E --max-train-samples $LENET_N \
+    --protocol dirty_mnist --ood-sets fashion_mnist --max-eval-samples 5000 \
+    --load-path "$RUNS" --output-dir "$RUNS/protocol" 2>&1 | tee "$OUT/logs/protocol_lenet.log"
+  $PY experiments/evaluate.py --seed 1 --dataset dirty_mnist_generated --ood_dataset fashion_mnist \
+    --model resnet18 -sn -mod --coeff 3.0 --model-type softmax --runs 1 -e $RESNET_E \
+    --max-train-samples $RESNET_N -b 256 --protocol dirty_mnist --ood-sets fashion_mnist \
+    --max-eval-samples 5000 --load-path "$RUNS" --output-dir "$RUNS/protocol" \
+    2>&1 | tee "$OUT/logs/protocol_resnet18_sn_mod.log"
+  $PY experiments/plot_uncertainty.py \
+    --scores "$RUNS/protocol/scores_lenet_1_${LENET_E}_softmax.npz" \
+    "$RUNS/protocol/scores_resnet18_sn_3.0_mod_1_${RESNET_E}_softmax.npz" \
+    --names "LeNet" "ResNet-18+SN+mod" --output $OUT/dirty_mnist_uncertainty.png \
+    --pairs-json $OUT/pair_aurocs.json 2>&1 | tee "$OUT/logs/plot_uncertainty.log"
 fi

@@ -22,13 +22,12 @@ leftmost bin.
 """
 import argparse
 import os
-import sys
 
 import keras
 import numpy as np
 
 import ddu_tf  # noqa: F401  (registers the custom layers / optimisers)
-from ddu_tf import evaluation, plotting
+from ddu_tf import cli, evaluation, plotting
 from ddu_tf.data import dirty_mnist
 
 
@@ -89,4 +88,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

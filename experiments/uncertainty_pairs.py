@@ -25,14 +25,13 @@ Example: see ``results/dirty_mnist_ddu/run.sh`` (stage ``figure``).
 import argparse
 import json
 import os
-import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import ddu_tf  # noqa: F401  (registers the custom layers / optimisers)
-from ddu_tf import evaluation, plotting
+from ddu_tf import cli, evaluation, plotting
 from ddu_tf.data import dirty_mnist
 from ddu_tf.experiment_data import DATASETS, seeded_subset, train_validation_arrays
 
@@ -124,4 +123,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

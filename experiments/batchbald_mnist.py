@@ -46,8 +46,10 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ddu_tf import cli  # noqa: E402
 from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,  # noqa: E402
                                     FixedLengthSampler, atomic_write_text, bald, batchbald,
+                                    check_acquisition_plan,
                                     fit_best_on_validation, initial_state, load_results,
                                     random_scores, selection_scores, stochastic_batch)
 from ddu_tf.inference import MCDropoutPredictor  # noqa: E402
@@ -99,6 +101,12 @@ def parse_args(argv=None):
     if (args.max_labels - args.initial) % args.acquisition_size or args.max_labels <= args.initial:
         p.error(f"Expected --max-labels = --initial + a multiple of --acquisition-size. "
                 f"Received: {args.max_labels}, {args.initial}, {args.acquisition_size}")
+    try:
+        check_acquisition_plan(args.acquisition_size, 0, pool_subset_size=args.pool_subset or None,
+                               names={"acquisition_size": "--acquisition-size",
+                                      "pool_subset_size": "--pool-subset"})
+    except ValueError as e:
+        p.error(str(e))
     return args
 
 
@@ -292,4 +300,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

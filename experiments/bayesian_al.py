@@ -52,9 +52,10 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddu_tf import distribute  # noqa: E402
+from ddu_tf import cli, distribute  # noqa: E402
 from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,  # noqa: E402
-                                    atomic_write_text, class_mass_normalized, get_acquisition,
+                                    atomic_write_text, check_acquisition_plan,
+                                    class_mass_normalized, get_acquisition,
                                     harmonic_solution, harmonic_update, initial_state,
                                     load_results, mbr_expected_risk, random_scores,
                                     rbf_graph)
@@ -159,6 +160,12 @@ def parse_args(argv=None):
                 f"--tune-every {args.tune_every}")
     if args.test_dropout_iter is None:
         args.test_dropout_iter = args.dropout_iter
+    try:
+        check_acquisition_plan(args.query, args.rounds, pool_subset_size=args.pool_subset or None,
+                               names={"acquisition_size": "--query", "num_rounds": "--rounds",
+                                      "pool_subset_size": "--pool-subset"})
+    except ValueError as e:
+        p.error(str(e))
     return args
 
 
@@ -817,4 +824,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

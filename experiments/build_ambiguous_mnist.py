@@ -20,6 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ddu_tf import cli  # noqa: E402
 from ddu_tf.generation import ambiguous_mnist  # noqa: E402
 from ddu_tf.io import ambiguous_mnist as amnist_io  # noqa: E402
 from ddu_tf.io import mnist_idx  # noqa: E402
@@ -49,10 +50,7 @@ def main(argv=None):
     overrides = {k: v for k, v in (("num_candidates", args.num_candidates), ("seed", args.seed))
                  if v is not None}
     config = dataclasses.replace(ambiguous_mnist.CONFIGS[name], **overrides)
-    try:
-        config.validate()
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    config.validate()  # a ValueError: cli.run prints it without a traceback
     # The command that rebuilds this content (paths and work dir do not change the bytes).
     command = " ".join(["python experiments/build_ambiguous_mnist.py", f"--config {name}"]
                        + [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()])
@@ -90,4 +88,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -114,9 +114,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ddu_tf import distribute, metrics  # noqa: E402
+from ddu_tf import cli, distribute, metrics  # noqa: E402
 from ddu_tf.active_learning import ddu_scoring  # noqa: E402
-from ddu_tf.active_learning.loop import ActiveLearningLoop, load_results  # noqa: E402
+from ddu_tf.active_learning.loop import (ActiveLearningLoop, check_acquisition_plan,  # noqa: E402
+                                         load_results)
 from ddu_tf.active_learning.pool import atomic_write_text, initial_state  # noqa: E402
 from ddu_tf.active_learning.trainer import (CompiledTrainer, FixedLengthSampler,  # noqa: E402
                                             fit_best_on_validation)
@@ -255,6 +256,9 @@ def parse_args(argv=None, log=print):
         raise ValueError(f"Expected 0 < --val-fraction < 1. Received: {args.val_fraction}")
     if args.model_name not in MODELS:
         raise ValueError(f"Expected --model in {sorted(MODELS)}. Received: {args.model_name!r}")
+    check_acquisition_plan(args.acquisition_batch_size, 0, pool_subset_size=args.pool_subset,
+                           names={"acquisition_size": "--acquisition-batch-size",
+                                  "pool_subset_size": "--pool-subset"})
     if args.mi and args.al_type != "ensemble":
         raise ValueError(f"-mi needs --al-type ensemble. Received: --al-type {args.al_type}")
     if args.dataset is not None:
@@ -759,4 +763,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

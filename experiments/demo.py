@@ -7,7 +7,7 @@ MNIST-1D is procedural (no download), so this is the first thing to run:
 
 Steps (each uses only the public ``ddu_tf`` API, so it is the example to copy):
 
-1. Data: ``tfds.load('mnist1d')`` through ``ddu_tf.data.load`` (4000 train / 1000 test).
+1. Data: TFDS ``mnist1d`` through ``ddu_tf.data`` (4000 train / 1000 test).
 2. DDU model: a 1-D residual CNN with soft spectral normalisation (coeff 3) and the residual
    "mod" (LeakyReLU, average-pool shortcuts), trained with ``model.fit`` (TensorBoard logs).
 3. DDU uncertainty: class-conditional Gaussians fitted on the training features (float64);
@@ -41,9 +41,10 @@ import tensorflow_datasets as tfds  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import ddu_tf  # noqa: E402,F401  (registers the TFDS builders)
-from ddu_tf import data, metrics, training, uncertainty  # noqa: E402
+from ddu_tf import cli, data, metrics, training, uncertainty  # noqa: E402
 from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,  # noqa: E402
-                                    FixedLengthSampler, bald, initial_state, random_scores)
+                                    FixedLengthSampler, bald, check_acquisition_plan,
+                                    initial_state, random_scores)
 from ddu_tf.active_learning.ddu_scoring import acquisition_scores  # noqa: E402
 from ddu_tf.inference import MCDropoutPredictor, Predictor, fit_gmm  # noqa: E402
 from ddu_tf.models import get_model  # noqa: E402
@@ -84,9 +85,9 @@ def parse_args(argv=None):
 
 
 def load_arrays(config, split, data_dir):
-    """``(x [n, 40] float32, y [n] int64)`` of ``mnist1d/<config>`` via ``tfds.load``."""
-    ds = tfds.load(f"mnist1d/{config}", split=split, as_supervised=True, batch_size=-1,
-                   data_dir=data_dir)
+    """``(x [n, 40] float32, y [n] int64)`` of ``mnist1d/<config>`` (TFDS)."""
+    ds = data.tfds_builder(f"mnist1d/{config}", data_dir=data_dir).as_dataset(
+        split=split, as_supervised=True, batch_size=-1)
     x, y = tfds.as_numpy(ds)
     return x.astype(np.float32), y.astype(np.int64)
 
@@ -280,10 +281,17 @@ def main(argv=None):
     out_dir = os.path.abspath(args.output_dir or os.path.join(
         "runs", time.strftime("demo-%Y%m%d-%H%M%S")))
     os.makedirs(out_dir, exist_ok=True)
-    print(f"[1/4] Building MNIST-1D with tfds.load('mnist1d') -> outputs in {out_dir}", flush=True)
+    print(f"[1/4] Building MNIST-1D (TFDS 'mnist1d') -> outputs in {out_dir}", flush=True)
     x_train, y_train = load_arrays("default", "train", args.data_dir)
     x_test, y_test = load_arrays("default", "test", args.data_dir)
     load_arrays("shuffled", "test", args.data_dir)
+    if args.al_rounds > 0:  # before training: a plan that cannot run fails now
+        check_acquisition_plan(args.al_acquire, args.al_rounds,
+                               pool_size=len(y_train) - args.al_initial,
+                               pool_subset_size=args.pool_subset,
+                               names={"acquisition_size": "--al-acquire",
+                                      "num_rounds": "--al-rounds",
+                                      "pool_subset_size": "--pool-subset"})
 
     model, train_seconds = train_ddu_model(args, out_dir)
     print("[3/4] Fitting the class-conditional GMM and scoring iD / OoD", flush=True)
@@ -309,4 +317,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

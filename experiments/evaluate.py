@@ -54,7 +54,6 @@ JSON file.
 import argparse
 import json
 import os
-import sys
 
 import keras
 import numpy as np
@@ -62,7 +61,7 @@ import tensorflow as tf
 
 import ddu_tf  # noqa: F401  (registers the TFDS builders and the Keras objects)
 import ddu_tf.models
-from ddu_tf import distribute, evaluation, training
+from ddu_tf import cli, distribute, evaluation, training
 from ddu_tf.data import ood_sets
 from ddu_tf.experiment_data import (DATASETS, dataset_key, evaluation_pipeline,
                                     load_test_split, seeded_subset, train_validation_arrays)
@@ -301,4 +300,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

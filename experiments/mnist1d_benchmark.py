@@ -46,7 +46,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddu_tf import data  # noqa: E402  (importing ddu_tf registers the mnist1d builder)
+from ddu_tf import cli, data  # noqa: E402  (importing ddu_tf registers the mnist1d builder)
 from ddu_tf.models import get_model  # noqa: E402
 
 MODELS = ("logistic", "mlp", "cnn1d", "gru")
@@ -230,4 +230,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -34,7 +34,6 @@ Example (results/ood_detectors/README.md)::
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
@@ -44,7 +43,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import ddu_tf  # noqa: E402,F401  (registers the TFDS builders and custom layers)
-from ddu_tf import metrics, uncertainty  # noqa: E402
+from ddu_tf import cli, metrics, uncertainty  # noqa: E402
 from ddu_tf.data import ood_sets  # noqa: E402
 from ddu_tf.density import DETECTORS  # noqa: E402
 from ddu_tf.experiment_data import (DATASETS, dataset_key, evaluation_pipeline,  # noqa: E402
@@ -206,4 +205,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     tf.get_logger().setLevel("ERROR")
-    main(sys.argv[1:])
+    cli.run(main)

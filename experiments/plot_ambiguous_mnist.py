@@ -39,7 +39,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import ddu_tf  # noqa: E402,F401  (registers the TFDS builders)
-from ddu_tf import plotting  # noqa: E402
+from ddu_tf import cli, plotting  # noqa: E402
 from ddu_tf import uncertainty  # noqa: E402
 from ddu_tf.data import dirty_mnist  # noqa: E402
 from ddu_tf.generation import ambiguous_mnist, statistics  # noqa: E402
@@ -224,4 +224,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

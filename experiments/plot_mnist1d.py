@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ddu_tf import cli  # noqa: E402
 from ddu_tf.io import mnist1d, mnist_idx  # noqa: E402
 
 COLORS = np.array(["#a6cee3", "#1f78b4", "#b2df8a", "#33a02c", "#fb9a99",
@@ -166,4 +167,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

@@ -34,13 +34,12 @@ Ambiguous-MNIST with the fixed N(0, 0.05) noise, Fashion-MNIST without, as in th
 import argparse
 import json
 import os
-import sys
 
 import keras
 import numpy as np
 
 import ddu_tf  # noqa: F401  (registers the custom layers / optimisers)
-from ddu_tf import evaluation, plotting
+from ddu_tf import cli, evaluation, plotting
 from ddu_tf.data import dirty_mnist
 
 
@@ -157,4 +156,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

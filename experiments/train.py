@@ -48,12 +48,11 @@ import argparse
 import json
 import math
 import os
-import sys
 
 import keras
 
 import ddu_tf  # noqa: F401  (registers the TFDS builders, e.g. mnist1d)
-from ddu_tf import distribute, training
+from ddu_tf import cli, distribute, training
 from ddu_tf.experiment_data import (DATASETS, dataset_key, density_monitor_data, seeded_subset,
                                     train_validation_arrays, training_pipelines)
 from ddu_tf.models import MODELS, get_model
@@ -269,4 +268,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.run(main)

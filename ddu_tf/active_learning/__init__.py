@@ -21,7 +21,8 @@ from ddu_tf.active_learning.batch_acquisition import (BATCH_ACQUISITION_FUNCTION
                                                       batchbald, joint_entropy,
                                                       selection_scores, stochastic_batch,
                                                       stochastic_probabilities)
-from ddu_tf.active_learning.loop import ActiveLearningLoop, load_results
+from ddu_tf.active_learning.loop import (ActiveLearningLoop, check_acquisition_plan,
+                                         load_results)
 from ddu_tf.active_learning.pool import PoolState, atomic_write_text, initial_state
 from ddu_tf.active_learning.trainer import (CompiledTrainer, FixedLengthSampler,
                                             PermutationSampler, fit_best_on_validation,
@@ -31,7 +32,8 @@ from ddu_tf.inference import MCDropoutPredictor, model_flops, split_at_first_sto
 __all__ = [
     "ACQUISITION_FUNCTIONS", "ActiveLearningLoop", "BATCH_ACQUISITION_FUNCTIONS",
     "CompiledTrainer", "FixedLengthSampler", "MCDropoutPredictor", "PermutationSampler",
-    "PoolState", "atomic_write_text", "bald", "batchbald", "class_mass_normalized",
+    "PoolState", "atomic_write_text", "bald", "batchbald", "check_acquisition_plan",
+    "class_mass_normalized",
     "entropy_from_log_probs", "fit_best_on_validation", "fixed_length_indices",
     "get_acquisition", "get_batch_acquisition", "harmonic_solution", "harmonic_update",
     "initial_state",

@@ -103,8 +103,8 @@ def select_top_k(scores, k, candidate_ids=None):
 
     Args:
         scores: ``[N]`` finite scores (higher = acquire first).
-        k: number to select, ``1 <= k``; fewer are returned only when fewer distinct
-            candidates exist.
+        k: number to select, ``1 <= k <= N``; fewer are returned only when fewer distinct
+            ``candidate_ids`` exist.
         candidate_ids: optional ``[N]`` ids (e.g. pool indices). When given, the batch
             holds each id at most once (a duplicated id keeps its best-scored entry)
             and the ids are returned instead of positions.
@@ -119,6 +119,10 @@ def select_top_k(scores, k, candidate_ids=None):
         raise ValueError("Expected finite scores. Received: scores containing NaN or inf.")
     if int(k) < 1:
         raise ValueError(f"Expected k >= 1. Received: k={k}")
+    if int(k) > scores.shape[0]:
+        pool = "an empty pool" if scores.shape[0] == 0 else f"{scores.shape[0]} candidates"
+        raise ValueError(f"Expected k <= N, the number of scored candidates. Received: k={k} "
+                         f"for {pool}. Score more pool points or acquire fewer.")
     positions = np.arange(scores.shape[0])
     order = np.lexsort((positions, -scores))  # primary: score desc, then position asc
     if candidate_ids is None:

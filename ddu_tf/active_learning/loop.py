@@ -35,6 +35,47 @@ def load_results(path):
         return json.load(handle)
 
 
+def check_acquisition_plan(acquisition_size, num_rounds, *, pool_size=None,
+                           pool_subset_size=None, names=None):
+    """Raise ValueError when ``num_rounds`` rounds of ``acquisition_size`` points cannot all
+    be acquired: the loop would otherwise acquire fewer points, or none, without saying so.
+
+    Args:
+        acquisition_size: points acquired per round (>= 1).
+        num_rounds: acquisition rounds still to run (>= 0).
+        pool_size: points in the pool now; None skips the pool check (e.g. when parsing
+            flags, before the data are loaded).
+        pool_subset_size: candidates scored per round, None = the whole pool.
+        names: how to call the arguments in the message, e.g.
+            ``{"acquisition_size": "--al-acquire"}`` for a command's flags.
+
+    Raises:
+        ValueError: ``acquisition_size < 1``, ``num_rounds < 0``,
+            ``pool_subset_size < acquisition_size``, or a pool (empty or not) holding fewer
+            than ``acquisition_size * num_rounds`` points.
+    """
+    name = {"acquisition_size": "acquisition_size", "num_rounds": "num_rounds",
+            "pool_subset_size": "pool_subset_size", **(names or {})}
+    acq, rounds = name["acquisition_size"], name["num_rounds"]
+    if int(acquisition_size) < 1:
+        raise ValueError(f"Expected {acq} >= 1. Received: {acq}={acquisition_size}")
+    if int(num_rounds) < 0:
+        raise ValueError(f"Expected {rounds} >= 0. Received: {rounds}={num_rounds}")
+    if pool_subset_size is not None and int(pool_subset_size) < int(acquisition_size):
+        subset = name["pool_subset_size"]
+        raise ValueError(
+            f"Expected {subset} >= {acq} (each round acquires {acq} points among the "
+            f"{subset} scored candidates). Received: {subset}={pool_subset_size}, "
+            f"{acq}={acquisition_size}. Raise {subset} or lower {acq}.")
+    needed = int(acquisition_size) * int(num_rounds)
+    if pool_size is not None and needed > int(pool_size):
+        pool = "an empty pool" if int(pool_size) == 0 else f"a pool of {int(pool_size)} points"
+        raise ValueError(
+            f"Expected a pool of at least {acq} x {rounds} = {acquisition_size} x "
+            f"{num_rounds} = {needed} points to acquire. Received: {pool}. Lower {rounds} or "
+            f"{acq}, or start from a larger pool (fewer initial / validation points).")
+
+
 class ActiveLearningLoop:
     """Run (or resume) an active-learning experiment.
 
@@ -42,10 +83,13 @@ class ActiveLearningLoop:
         state: initial ``PoolState`` (ignored when ``result_path`` already holds a run).
         train_fn, evaluate_fn, score_fn: the callables described in the module docstring.
         acquisition_size: points acquired per round (>= 1).
-        num_rounds: acquisition rounds (>= 0); there are ``num_rounds + 1`` evaluations.
+        num_rounds: acquisition rounds (>= 0); there are ``num_rounds + 1`` evaluations. The
+            pool must hold ``acquisition_size`` points for each round still to run
+            (:func:`check_acquisition_plan`, ValueError otherwise).
         result_path: JSON file for state + history; None keeps everything in memory.
         pool_subset_size: candidates scored per round (random stateless subset of the
-            pool, ``PoolState.pool_subset``); None scores the whole pool.
+            pool, ``PoolState.pool_subset``), >= ``acquisition_size``; None scores the whole
+            pool.
         config: JSON-serialisable dict identifying the run; resuming with a different
             config raises ValueError. ``num_rounds`` is not part of it: resuming with more
             rounds extends a finished run.
@@ -60,10 +104,7 @@ class ActiveLearningLoop:
     def __init__(self, state, *, train_fn, evaluate_fn, score_fn, acquisition_size,
                  num_rounds, result_path=None, pool_subset_size=None, config=None,
                  on_round_end=None, legacy_config_keys=()):
-        if int(acquisition_size) < 1:
-            raise ValueError(f"Expected acquisition_size >= 1. Received: {acquisition_size}")
-        if int(num_rounds) < 0:
-            raise ValueError(f"Expected num_rounds >= 0. Received: num_rounds={num_rounds}")
+        check_acquisition_plan(acquisition_size, num_rounds, pool_subset_size=pool_subset_size)
         if not isinstance(state, PoolState):
             raise ValueError(f"Expected state to be a PoolState. Received: {type(state).__name__}")
         self.state = state
@@ -93,6 +134,8 @@ class ActiveLearningLoop:
             if (last is not None and not last["acquired"] and last["round"] < self.num_rounds
                     and self.state.pool):
                 self.history.pop()
+        check_acquisition_plan(self.acquisition_size, max(0, self.num_rounds - self.next_round),
+                               pool_size=len(self.state.pool))
 
     @property
     def next_round(self):

@@ -8,7 +8,8 @@ Other data-set modules plug into :func:`load` with :func:`register_source`.
 import functools
 
 from ddu_tf.data import dirty_mnist, ood_sets
-from ddu_tf.data.pipeline import load, register_source, registered_sources, unregister_source
+from ddu_tf.data.pipeline import (load, register_source, registered_sources, tfds_builder,
+                                  unregister_source)
 
 # MNIST / Fashion-MNIST from verified IDX files; Dirty- and Ambiguous-MNIST with the official
 # Ambiguous-MNIST files or the regenerated (`generated`) set. All normalised with the MNIST
@@ -24,4 +25,5 @@ register_source("dirty_mnist_generated_tiny",
 register_source("ambiguous_mnist_generated",
                 functools.partial(dirty_mnist.ambiguous_mnist_source, variant="generated"))
 
-__all__ = ["dirty_mnist", "ood_sets", "load", "register_source", "registered_sources", "unregister_source"]
+__all__ = ["dirty_mnist", "ood_sets", "load", "register_source", "registered_sources",
+           "tfds_builder", "unregister_source"]

@@ -112,11 +112,10 @@ def _generated_ambiguous(split: str, config: str, data_dir: Optional[os.PathLike
     import tensorflow_datasets as tfds
 
     import tfds_builders.ambiguous_mnist  # noqa: F401  (registers the builder if not yet)
+    from ddu_tf.data.pipeline import tfds_builder
 
-    name = f"ambiguous_mnist/{config}"
-    builder = tfds.builder(name, data_dir=tfds_data_dir)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=None if data_dir is None else os.fspath(data_dir)))
+    builder = tfds_builder(f"ambiguous_mnist/{config}", data_dir=tfds_data_dir,
+                           manual_dir=data_dir)
     d = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))  # published order
     return {"images": d["image"][:, :, :, 0], "label": d["label"].astype(np.int64),
             "sample_id": d["sample_id"], "pair_id": d["pair_id"],
@@ -393,16 +392,13 @@ def load_tfds(split: str, config: str = "official", *, data_dir: Optional[os.Pat
     Returns:
       Unbatched ``tf.data.Dataset`` of ``(x float32 [28, 28, 1], y int64)``.
     """
-    import tensorflow_datasets as tfds
-
     import tfds_builders.dirty_mnist  # noqa: F401  (registers the builder if not yet)
+    from ddu_tf.data.pipeline import tfds_builder
 
     if split not in TFDS_SPLITS:
         raise ValueError(f"Expected split in {TFDS_SPLITS}. Received: split={split!r}")
-    builder = tfds.builder(f"dirty_mnist/{config}", data_dir=tfds_data_dir,
+    builder = tfds_builder(f"dirty_mnist/{config}", data_dir=tfds_data_dir, manual_dir=data_dir,
                            **(builder_kwargs or {}))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=None if data_dir is None else os.fspath(data_dir)))
     source = "test" if split == "test" else "train"
     transform = tfds_transform(source, normalize_inputs, noise_std, noise_seed)
     if split in ("test", "train_full"):

@@ -1,7 +1,7 @@
 """One entry point from a data-set name to a batched ``tf.data.Dataset`` of ``(x, y)``.
 
-Data-set modules plug in with :func:`register_source`; any other name is handed to
-``tfds.load(name, split=split, as_supervised=True)`` (e.g. ``"mnist1d"``,
+Data-set modules plug in with :func:`register_source`; any other name is read with TFDS
+(``as_supervised=True``) (e.g. ``"mnist1d"``,
 ``"mnist1d/shuffled"``, ``"cifar10"``, ``"svhn_cropped"``).
 
 Example:
@@ -11,17 +11,23 @@ Example:
     >>> train = data.load("mnist1d", "train", batch_size=100)            # fixed order
     >>> x, y = next(iter(train))                                         # [100, 40], [100]
     >>> data.register_source("my_set", lambda split, data_dir=None: (xs, ys))
+
+TFDS data sets go through :func:`tfds_builder`, which prepares one on first use and refuses a
+damaged prepared directory (missing ``dataset_info.json``, missing or truncated record files)
+with a message naming the directory to delete, instead of a TensorFlow error mid-training.
 """
 from __future__ import annotations
 
 import numbers
+import os
+import pathlib
 from typing import Any, Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-__all__ = ["load", "register_source", "registered_sources", "unregister_source"]
+__all__ = ["load", "register_source", "registered_sources", "tfds_builder", "unregister_source"]
 
 Source = Callable[..., Any]
 """``fn(split, data_dir=None)`` -> unbatched ``tf.data.Dataset`` of ``(x, y)`` or a pair of
@@ -71,6 +77,102 @@ def registered_sources() -> list[str]:
     return sorted(_SOURCES)
 
 
+_TFRECORD_FRAME_BYTES = 16
+"""Bytes a TFRecord file adds per record (length, length CRC, data CRC)."""
+
+
+def _damaged(directory, problem: str) -> ValueError:
+    return ValueError(
+        f"Expected a complete prepared TFDS data set in {directory}. Received: {problem}. "
+        f"The directory is damaged (e.g. an interrupted copy or build): delete it (rm -r "
+        f"{directory}) and load the data set again to rebuild it.")
+
+
+def _check_prepared(builder) -> None:
+    """Raises ValueError naming ``builder.data_dir`` when it exists but is not intact.
+
+    Checks that ``dataset_info.json`` is there and records splits, and, for TFRecord files,
+    that every record file exists and the files of each split hold exactly the bytes
+    ``dataset_info.json`` recorded (its ``numBytes`` plus 16 framing bytes per record), which
+    catches truncated, missing and overwritten shards without reading them.
+    """
+    directory = pathlib.Path(builder.data_dir)
+    if not directory.is_dir():
+        return  # not prepared yet: download_and_prepare builds it
+    if not (directory / "dataset_info.json").is_file():
+        raise _damaged(directory, "no dataset_info.json")
+    splits = builder.info.splits
+    if not splits:
+        raise _damaged(directory, "a dataset_info.json that records no splits")
+    if str(builder.info.file_format.value) != "tfrecord":
+        return
+    for split in splits.values():
+        files = split.filepaths
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise _damaged(directory, f"split {split.name!r} without its files {missing}")
+        if split.num_bytes:
+            size = sum(f.stat().length for f in files)
+            expected = int(split.num_bytes) + _TFRECORD_FRAME_BYTES * split.num_examples
+            if size != expected:
+                raise _damaged(directory, f"split {split.name!r} files of {size} bytes where "
+                                          f"dataset_info.json records {expected} "
+                                          f"({split.num_examples} records): truncated or "
+                                          "overwritten")
+
+
+def _tfds_root(data_dir: Optional[str]) -> pathlib.Path:
+    """The TFDS data directory in use: ``data_dir``, else ``$TFDS_DATA_DIR``, else TFDS's
+    default (``~/tensorflow_datasets``)."""
+    return pathlib.Path(data_dir or os.environ.get("TFDS_DATA_DIR")
+                        or tfds.core.constants.DATA_DIR).expanduser()
+
+
+def tfds_builder(name: str, *, data_dir: Optional[str] = None,
+                 manual_dir: Optional[os.PathLike] = None, **builder_kwargs):
+    """The TFDS builder of ``name``, prepared (built now when absent) and checked intact.
+
+    The one way the package opens a TFDS data set; ``builder.as_dataset(split=...)`` then
+    reads it.
+
+    Args:
+        name: a TFDS name, e.g. ``"mnist1d"``, ``"dirty_mnist/generated"``, ``"cifar10"``
+            (the package's builders are registered by ``import ddu_tf``).
+        data_dir: TFDS data directory; None uses ``$TFDS_DATA_DIR`` or TFDS's default.
+        manual_dir: manual directory of the build (``None``: the builder's default, e.g.
+            ``$DDU_TF_DATA_DIR`` for the package's builders).
+        **builder_kwargs: passed to ``tfds.builder`` (e.g. MNIST-1D generation arguments).
+
+    Returns:
+        A prepared ``tfds.core.DatasetBuilder``.
+
+    Raises:
+        ValueError: ``name`` is no TFDS data set; or its prepared directory is damaged (the
+            message names the directory to delete so that the next load rebuilds it).
+    """
+    try:
+        builder = tfds.builder(name, data_dir=data_dir, **builder_kwargs)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(
+            f"Unknown data set. Expected a TFDS name (the package's 'mnist1d', "
+            f"'ambiguous_mnist', 'dirty_mnist', or a TFDS catalogue name such as 'cifar10') "
+            f"or, for ddu_tf.data.load, a registered source {registered_sources()}. "
+            f"Received: name={name!r}. Check the spelling, `import ddu_tf` first, or register "
+            "the source with ddu_tf.data.register_source.") from None
+    except ValueError:
+        raise  # bad config or builder arguments: the builder's own message
+    except Exception as e:  # e.g. an unreadable dataset_info.json (protobuf ParseError)
+        directory = _tfds_root(data_dir) / name.split("/")[0]
+        if directory.is_dir():
+            raise _damaged(directory, f"files TFDS cannot read ({type(e).__name__}: "
+                                      f"{str(e).strip()[:300]})") from e
+        raise
+    _check_prepared(builder)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=None if manual_dir is None else os.fspath(manual_dir)))
+    return builder
+
+
 def _from_source(name: str, split: str, data_dir: Optional[str]) -> tf.data.Dataset:
     out = _SOURCES[name](split, data_dir=data_dir)
     if isinstance(out, tf.data.Dataset):
@@ -115,7 +217,8 @@ def load(name: str, split: str, batch_size: int, *, shuffle: bool = False, seed:
 
     Raises:
         ValueError: invalid ``name``, ``split``, ``batch_size``, ``seed`` or
-            ``shuffle_buffer_size``.
+            ``shuffle_buffer_size``; a damaged prepared TFDS directory (see
+            :func:`tfds_builder`).
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"Expected name to be a non-empty string. Received: name={name!r}")
@@ -140,8 +243,8 @@ def load(name: str, split: str, batch_size: int, *, shuffle: bool = False, seed:
     else:
         # Files are read in order (ordered builders such as mnist1d reject file shuffling);
         # shuffling happens on examples below.
-        ds = tfds.load(name, split=split, as_supervised=True, data_dir=data_dir,
-                       shuffle_files=False)
+        ds = tfds_builder(name, data_dir=data_dir).as_dataset(
+            split=split, as_supervised=True, shuffle_files=False)
     if preprocess is not None:
         ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:

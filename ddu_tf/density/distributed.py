@@ -57,9 +57,8 @@ def distributed_class_statistics(strategy, feature_fn, dataset_fn, num_classes: 
       ``ClassConditionalGaussians.from_statistics``.
 
     Raises:
-      ValueError: ``num_classes`` not a positive integer, or an empty dataset.
-      tf.errors.InvalidArgumentError: labels outside ``[0, num_classes)`` or non-finite
-        features (checked in the graph).
+      ValueError: ``num_classes`` not a positive integer, an empty dataset, labels outside
+        ``[0, num_classes)`` or non-finite features (the last two checked in the graph).
     """
     if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
         raise ValueError("Expected num_classes to be a positive integer. Received: "
@@ -94,8 +93,20 @@ def distributed_class_statistics(strategy, feature_fn, dataset_fn, num_classes: 
         return tuple(strategy.gather(t, axis=0) for t in expanded)
 
     moments = None
-    for x, labels in dist_dataset:
-        moments = first_step(x, labels) if moments is None else next_step(moments, x, labels)
+    try:
+        for x, labels in dist_dataset:
+            moments = first_step(x, labels) if moments is None else next_step(moments, x, labels)
+    except tf.errors.InvalidArgumentError as e:  # a failed in-graph check: say it plainly
+        if "NaN/Inf features" in e.message:
+            raise ValueError(
+                "Expected finite features. Received NaN/Inf features from feature_fn on the "
+                "fitting data; check the inputs (NaN/Inf pixels) and the feature extractor "
+                "(e.g. diverged training) before fitting the density.") from None
+        if "labels must be" in e.message:
+            raise ValueError(
+                f"Expected labels in [0, {num_classes}) (num_classes={num_classes}). Received "
+                "a label outside that range; set num_classes to cover every label.") from None
+        raise
     if moments is None:
         raise ValueError("Expected dataset_fn to give at least one (x, labels) batch. "
                          "Received an empty dataset.")

@@ -143,9 +143,21 @@ class SpectralNormalization(keras.layers.Wrapper):
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
             raise ValueError(f"Expected eps > 0. Received: eps={eps}")
         super().__init__(layer, **kwargs)
+        # Keras checks every call's inputs against input_spec before building or calling, so
+        # a wrong rank (here) or feature/channel count (set in build) is a ValueError naming
+        # the layer and both shapes, not a failing matmul / convolution inside TensorFlow.
+        self.input_spec = self._inputs_spec()
         self.coeff = float(coeff)
         self.power_iterations = int(power_iterations)
         self.eps = float(eps)
+
+    def _inputs_spec(self, channels=None):
+        """``[batch, ..., n_in]`` (rank >= 2) for Dense, ``[batch, *spatial, c_in]`` (rank
+        ``len(kernel_size) + 2``) for a convolution; ``channels`` fixes the last axis."""
+        axes = None if channels is None else {-1: int(channels)}
+        if isinstance(self.layer, keras.layers.Dense):
+            return keras.layers.InputSpec(min_ndim=2, axes=axes)
+        return keras.layers.InputSpec(ndim=len(self.layer.kernel_size) + 2, axes=axes)
 
     @property
     def uses_operator_norm(self):
@@ -157,6 +169,7 @@ class SpectralNormalization(keras.layers.Wrapper):
         input_shape = tuple(input_shape)
         super().build(input_shape)
         kernel = self.layer.kernel
+        self.input_spec = self._inputs_spec(channels=kernel.shape[-2])
         if self.uses_operator_norm:
             spatial = input_shape[1:]
             if len(spatial) != len(self.layer.kernel_size) + 1 or any(d is None for d in spatial):

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from ddu_tf import data as ddu_data
+from ddu_tf.training import epoch_permutation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,15 +92,17 @@ def normalize_images(images):
     return (x - tf.constant(DDU_IMAGE_MEAN)) / tf.constant(DDU_IMAGE_STD)
 
 
-def random_crop_flip(image, padding=4):
-    """``RandomCrop(size, padding)`` + ``RandomHorizontalFlip()`` on one image.
+def random_crop_flip(image, seed, padding=4):
+    """``RandomCrop(size, padding)`` + ``RandomHorizontalFlip()`` on one image, stateless.
 
     Zero-pads ``padding`` pixels on each side, crops back to the original size at a random
     offset and flips left-right with probability 1/2 (torchvision's CIFAR augmentation; pad
-    before normalising so the padding is black, as torchvision does).
+    before normalising so the padding is black, as torchvision does). The draws are a pure
+    function of ``seed`` (no RNG state), so a resumed run augments as the uninterrupted one.
 
     Args:
         image: ``[height, width, channels]`` tensor (one example, not a batch).
+        seed: ``int64 [2]`` stateless seed of this image's draws.
         padding: pixels of zero padding (>= 0).
 
     Returns:
@@ -107,18 +110,17 @@ def random_crop_flip(image, padding=4):
     """
     if int(padding) < 0:
         raise ValueError(f"Expected padding >= 0. Received: padding={padding}")
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     shape = tf.shape(image)
     padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
-    cropped = tf.image.random_crop(padded, shape)
-    return tf.image.random_flip_left_right(cropped)
+    cropped = tf.image.stateless_random_crop(padded, shape, crop_seed)
+    return tf.image.stateless_random_flip_left_right(cropped, flip_seed)
 
 
-def preprocess_fn(spec, *, augment=False):
+def preprocess_fn(spec):
     """``fn(x, y) -> (x float32, y)`` of data set ``spec``: DDU normalisation of uint8 RGB
-    images (after random crop + flip when ``augment`` and the spec augments), else a cast."""
+    images, else a cast (no augmentation; see :func:`training_pipelines`)."""
     def fn(x, y):
-        if augment and spec.augment:
-            x = random_crop_flip(x, padding=4)
         x = normalize_images(x) if spec.rgb_uint8 else tf.cast(x, tf.float32)
         return x, y
     return fn
@@ -173,19 +175,43 @@ def seeded_subset(arrays, max_samples, seed):
 
 
 def training_pipelines(spec, train_arrays, val_arrays, *, batch_size, val_batch_size, seed,
-                       augment):
+                       augment, epochs, initial_epoch=0):
     """``tf.data`` pipelines: shuffled (and augmented) training batches, ordered validation.
+
+    The training pipeline yields the batches of epochs ``initial_epoch .. epochs - 1`` one
+    after the other (give ``model.fit`` ``steps_per_epoch = ceil(n / batch_size)``): epoch
+    ``e`` takes the examples in ``ddu_tf.training.epoch_permutation(n, seed, e)`` order and, when
+    augmenting, crops and flips example ``i`` with the stateless seed ``(seed, e, i)``. Every
+    epoch is thus a pure function of ``(seed, e)``: a run resumed at epoch ``initial_epoch``
+    trains on the very batches of the uninterrupted run.
 
     Returns:
         ``(train_ds, val_ds)`` of ``(x [batch, *input_shape] float32, y [batch] int64)``.
     """
     x, y = train_arrays
-    train_ds = (tf.data.Dataset.from_tensor_slices((x, y))
-                .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-                .map(preprocess_fn(spec, augment=augment), num_parallel_calls=tf.data.AUTOTUNE)
-                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    n = len(x)
+    x, y = tf.constant(x), tf.constant(y)
+    preprocess = preprocess_fn(spec)
+    base = tf.constant([int(seed), 0], tf.int64)
+
+    def example(epoch, index):
+        image = x[index]
+        if augment and spec.augment:
+            key = tf.random.experimental.stateless_fold_in(
+                tf.random.experimental.stateless_fold_in(base, epoch), tf.cast(index, tf.int64))
+            image = random_crop_flip(image, key, padding=4)
+        return preprocess(image, y[index])
+
+    def epoch_batches(epoch):
+        order = tf.data.Dataset.from_tensor_slices(epoch_permutation(n, seed, epoch))
+        return (order.map(lambda index: example(epoch, index),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .batch(batch_size))
+
+    train_ds = (tf.data.Dataset.range(int(initial_epoch), int(epochs))
+                .flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE))
     val_ds = (tf.data.Dataset.from_tensor_slices(val_arrays)
-              .map(preprocess_fn(spec), num_parallel_calls=tf.data.AUTOTUNE)
+              .map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
               .batch(val_batch_size).prefetch(tf.data.AUTOTUNE))
     return train_ds, val_ds
 

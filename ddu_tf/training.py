@@ -23,8 +23,17 @@ Checkpoint names follow the original's ``model_save_name`` (utils/train_utils.py
 :class:`FeatureDensityMonitor` (issue 17 item 5) watches DDU's feature density while the
 network trains: OoD AUROCs of the GMM density and of softmax entropy, and the features'
 within- vs between-class spread (feature collapse), in ``logs`` / History and TensorBoard.
+
+Exact resume: epoch ``e`` visits the examples in :func:`epoch_permutation` order (a pure
+function of the seed and ``e``) and :class:`ResumableBackup` stores, after each finished epoch,
+everything else the next epoch depends on (weights with SN vectors and BatchNorm statistics,
+optimiser slots and step count, dropout seed-generator states, the best checkpoint's monitor
+value, the history so far), so a run killed at any point and rerun ends as the uninterrupted
+run did.
 """
+import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -33,6 +42,26 @@ from keras import ops
 
 from ddu_tf import metrics, uncertainty
 from ddu_tf.inference import Predictor, fit_gmm
+from ddu_tf.io.atomic import atomic_write, atomic_write_text
+
+_PERMUTATION_SALT = 0x5EED
+
+
+def epoch_permutation(n, seed, epoch):
+    """The example order of epoch ``epoch``: ``int32 [n]``, a pure function of its arguments.
+
+    ``argsort(stateless_uniform([n], fold_in((seed, 0x5EED), epoch)))``: no iterator or RNG
+    state is involved, so a resumed run visits the examples in the uninterrupted run's order.
+    Works eagerly and inside ``tf.function`` / ``tf.data`` (``epoch`` may be a tensor).
+
+    Args:
+        n: number of examples (>= 1).
+        seed: int seed of the run.
+        epoch: 0-based epoch index (int or integer scalar tensor; folded in as int32).
+    """
+    pair = tf.constant([int(seed), _PERMUTATION_SALT], tf.int64)
+    key = tf.random.experimental.stateless_fold_in(pair, tf.cast(epoch, tf.int32))
+    return tf.argsort(tf.random.stateless_uniform([n], key))
 
 
 def _check_non_negative(**values):
@@ -239,7 +268,99 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.interval == 0:
-            self.model.save(self.path_for_epoch(epoch + 1))
+            atomic_write(self.path_for_epoch(epoch + 1), self.model.save)
+
+
+class ResumableBackup(keras.callbacks.Callback):
+    """Exact, kill-safe resume of ``model.fit`` (in place of ``keras.callbacks.BackupAndRestore``).
+
+    After every finished epoch ``k`` (1-based) the directory receives ``epoch_{k}.weights.h5``
+    (model and optimiser variables: weights, SN vectors, BatchNorm statistics, slots, step
+    count) and then ``state.json`` naming it, with the dropout seed-generator states, the
+    ``best`` value of each callback in ``monitors`` (e.g. the best-checkpoint
+    ``ModelCheckpoint``) and the history so far; both are written atomically
+    (:mod:`ddu_tf.io.atomic`) and the previous weights file is deleted only afterwards, so a
+    kill at any instant leaves a consistent state. ``fit`` then restores it and starts at epoch
+    ``k``; with the stateless epoch orders of :func:`epoch_permutation` the resumed run equals
+    the uninterrupted one. The directory is deleted when ``fit`` completes.
+
+    Put it after the callbacks that write files at the end of an epoch (checkpoints), so that
+    an epoch counts as finished only once they are written.
+
+    Args:
+        backup_dir: directory of the resume state (created when needed).
+        monitors: callbacks with a ``best`` attribute to save and restore.
+    """
+
+    STATE = "state.json"
+
+    def __init__(self, backup_dir, monitors=()):
+        super().__init__()
+        if not backup_dir:
+            raise ValueError(f"Expected a backup directory. Received: backup_dir={backup_dir!r}")
+        self.backup_dir = os.fspath(backup_dir)
+        self.monitors = list(monitors)
+        self.epochs, self.history = [], {}
+
+    def saved_state(self):
+        """The last saved state (dict) or None; ``state["epoch"]`` epochs are finished."""
+        path = os.path.join(self.backup_dir, self.STATE)
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+
+    @property
+    def initial_epoch(self):
+        """Epochs finished by an earlier, interrupted run (0 for a fresh run)."""
+        state = self.saved_state()
+        return 0 if state is None else int(state["epoch"])
+
+    def _seed_states(self):
+        """The model's variables outside its weights: dropout seed-generator states."""
+        weights = {id(v) for v in self.model.weights}
+        return [v for v in self.model.variables if id(v) not in weights]
+
+    def on_train_begin(self, logs=None):
+        state = self.saved_state()
+        self.epochs, self.history = [], {}
+        if state is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(os.path.join(self.backup_dir, state["weights"]))
+        seeds = self._seed_states()
+        if len(seeds) != len(state["seed_states"]):
+            raise ValueError(f"Expected {len(seeds)} seed-generator states in "
+                             f"{self.backup_dir}. Received: {len(state['seed_states'])}; the "
+                             "backup is of another model: delete it or use another save path.")
+        for variable, value in zip(seeds, state["seed_states"]):
+            variable.assign(np.asarray(value, variable.dtype))
+        for monitor, best in zip(self.monitors, state["best"]):
+            monitor.best = best
+        self.epochs, self.history = list(state["epochs"]), dict(state["history"])
+        self.model._initial_epoch = int(state["epoch"])  # as keras' BackupAndRestore does
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(int(epoch))
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        name = f"epoch_{epoch + 1}.weights.h5"
+        atomic_write(os.path.join(self.backup_dir, name), self.model.save_weights)
+        state = {"epoch": epoch + 1, "weights": name,
+                 "seed_states": [np.asarray(v.numpy()).tolist() for v in self._seed_states()],
+                 "best": [None if m.best is None else float(m.best) for m in self.monitors],
+                 "epochs": self.epochs, "history": self.history}
+        atomic_write_text(os.path.join(self.backup_dir, self.STATE), json.dumps(state))
+        for entry in os.listdir(self.backup_dir):
+            if entry.endswith(".weights.h5") and entry != name:
+                os.remove(os.path.join(self.backup_dir, entry))
+
+    def on_train_end(self, logs=None):
+        state = os.path.join(self.backup_dir, self.STATE)
+        if os.path.exists(state):
+            os.remove(state)  # first: a kill during the removal leaves no state to resume from
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 
 class FeatureDensityMonitor(keras.callbacks.Callback):
@@ -359,20 +480,18 @@ class FeatureDensityMonitor(keras.callbacks.Callback):
 
 def make_callbacks(save_path, run_name, *, monitor="val_accuracy", save_interval=None,
                    tensorboard=True, backup=True, best_checkpoint=True):
-    """TensorBoard, best-on-validation ModelCheckpoint, periodic saves and BackupAndRestore.
+    """TensorBoard, best-on-validation ModelCheckpoint, periodic saves and the resume backup.
 
     Files (``run_name`` is e.g. ``checkpoint_name(..., extension="")``):
 
     * ``save_path/stats_logging/{run_name}/`` -- TensorBoard logs (as the original's
       ``stats_logging/``), per-epoch train/validation loss and accuracy.
     * ``save_path/{run_name}_best.keras`` -- the model with the best ``monitor``.
-    * ``save_path/{run_name}_{epoch}.keras`` -- every ``save_interval`` epochs.
-    * ``save_path/backup/{run_name}/`` -- BackupAndRestore state (weights, optimizer, epoch)
-      written every epoch; a rerun of the same command resumes from the last finished
-      epoch; deleted when ``fit`` completes.
-
-    Known limitation: after a resume, ModelCheckpoint's best value starts afresh, so the
-    first epoch after the resume always overwrites ``_best.keras``.
+    * ``save_path/{run_name}_{epoch}.keras`` -- every ``save_interval`` epochs (atomic).
+    * ``save_path/backup/{run_name}/`` -- :class:`ResumableBackup` state written every epoch
+      (last in the list, after the checkpoints); a rerun of the same command resumes exactly
+      from the last finished epoch, the best checkpoint's monitor value included; deleted when
+      ``fit`` completes.
 
     Args:
         save_path: output directory (created if missing).
@@ -388,19 +507,20 @@ def make_callbacks(save_path, run_name, *, monitor="val_accuracy", save_interval
         raise ValueError(f"Expected a non-empty run_name. Received: run_name={run_name!r}")
     os.makedirs(save_path, exist_ok=True)
     callbacks = []
-    if backup:
-        callbacks.append(keras.callbacks.BackupAndRestore(
-            backup_dir=os.path.join(save_path, "backup", run_name)))
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(
             log_dir=os.path.join(save_path, "stats_logging", run_name)))
+    monitors = []
     if best_checkpoint:
-        callbacks.append(keras.callbacks.ModelCheckpoint(
+        monitors.append(keras.callbacks.ModelCheckpoint(
             os.path.join(save_path, f"{run_name}_best.keras"), monitor=monitor,
             save_best_only=True))
+        callbacks.extend(monitors)
     if save_interval:
         callbacks.append(EpochCheckpoint(
             lambda epoch: os.path.join(save_path, f"{run_name}_{epoch}.keras"), save_interval))
+    if backup:
+        callbacks.append(ResumableBackup(os.path.join(save_path, "backup", run_name), monitors))
     return callbacks
 
 

@@ -60,6 +60,7 @@ from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,  # noqa
                                     load_results, mbr_expected_risk, random_scores,
                                     rbf_graph)
 from ddu_tf.inference import MCDropoutPredictor, Predictor  # noqa: E402
+from ddu_tf.io.atomic import atomic_write  # noqa: E402
 from ddu_tf.uncertainty import log_mean_prob  # noqa: E402
 from ddu_tf.io.mnist_idx import load_idx_arrays  # noqa: E402
 from ddu_tf.models.bayesian_cnn import (ALL_DECAY_LAYERS, AUTHORS_CODE_SHAPE,  # noqa: E402
@@ -221,7 +222,6 @@ class CNNRun:
         self.acquisition, self.weight_decay, self.run_dir = acquisition, weight_decay, run_dir
         self.num_classes = int(max(self.y_train.max(), self.y_test.max()) + 1)
         self.decay_layers = decay_layers(args)
-        self.weights_path = os.path.join(run_dir, "weights.weights.h5")
         self._trainer = None
         self._predictors = {}
 
@@ -247,21 +247,32 @@ class CNNRun:
                                                    round_index - round_index % every)
         return self.fit(labelled, round_index)
 
+    def weights_path(self, round_index):
+        """``--no-reinit``: the weights trained in round ``round_index``."""
+        return os.path.join(self.run_dir, f"weights_round{round_index}.weights.h5")
+
     def fit(self, labelled, round_index):
-        """One round's model: re-initialised (paper) or continued, then trained."""
+        """One round's model: re-initialised (paper) or, with ``--no-reinit``, continued from
+        the previous round's weights, then trained.
+
+        ``--no-reinit`` keeps one weights file per round (the two latest): a round -- a rerun
+        after a kill, a tuner trial -- always starts from the previous round's weights, never
+        from its own earlier attempt, so a resumed run equals an uninterrupted one.
+        """
         seed = round_seed(self.seed, round_index)
-        restore = (not self.args.reinit and round_index > 0
-                   and os.path.exists(self.weights_path))
+        previous = self.weights_path(round_index - 1)
+        restore = not self.args.reinit and round_index > 0 and os.path.exists(previous)
         model = self.trainer.model
         if restore:
-            model.load_weights(self.weights_path)
+            model.load_weights(previous)
         self.trainer.fit(self.x_train[labelled], self.y_train[labelled], seed=seed,
                          initialize=not restore,
                          weight_decay=self.weight_decay / max(len(labelled), 1))
         if not self.args.reinit:
-            tmp = self.weights_path + ".tmp.weights.h5"
-            model.save_weights(tmp)
-            os.replace(tmp, self.weights_path)
+            atomic_write(self.weights_path(round_index), model.save_weights)
+            for older in range(round_index - 1):
+                if os.path.exists(self.weights_path(older)):
+                    os.remove(self.weights_path(older))
         return model
 
     def _predictor(self, num_samples, consistent):
@@ -623,8 +634,7 @@ def plot_curves(runs, path, title, error_key="test/error"):
     plt.grid(alpha=0.3)
     plt.legend(fontsize=8)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path + ".tmp.png", dpi=120, bbox_inches="tight")
-    os.replace(path + ".tmp.png", path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"))
     plt.close(fig)
 
 

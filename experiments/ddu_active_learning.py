@@ -118,12 +118,13 @@ from ddu_tf import cli, distribute, metrics  # noqa: E402
 from ddu_tf.active_learning import ddu_scoring  # noqa: E402
 from ddu_tf.active_learning.loop import (ActiveLearningLoop, check_acquisition_plan,  # noqa: E402
                                          load_results)
-from ddu_tf.active_learning.pool import atomic_write_text, initial_state  # noqa: E402
+from ddu_tf.active_learning.pool import initial_state  # noqa: E402
 from ddu_tf.active_learning.trainer import (CompiledTrainer, FixedLengthSampler,  # noqa: E402
                                             fit_best_on_validation)
 from ddu_tf.data.al_pools import load_al_pool  # noqa: E402
 from ddu_tf.data.dirty_mnist import find_ambiguous_files  # noqa: E402
 from ddu_tf.inference import Predictor, ensemble_log_probs  # noqa: E402
+from ddu_tf.io.atomic import atomic_write, atomic_write_text  # noqa: E402
 from ddu_tf.models import MODELS, get_model  # noqa: E402
 from ddu_tf.training import TorchAdam, checkpoint_name  # noqa: E402
 from ddu_tf.uncertainty import softmax_entropy  # noqa: E402
@@ -382,9 +383,7 @@ def pretrained_entropies(args, pool, log):
         else:
             model = train_pretrained(args, log)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = path + ".tmp.keras"
-            model.save(tmp)
-            os.replace(tmp, path)
+            atomic_write(path, model.save)
         info = {"source": f"trained here on Dirty-MNIST train for {args.pretrain_epochs} epochs",
                 "path": path, "architecture": args.trained_model_name, "sn": args.tsn,
                 "mod": args.tmod, "coeff": args.tcoeff}
@@ -599,10 +598,8 @@ def _plot_comparison(result, path):
         axes[0, 1].set_ylabel("ambiguous among acquired (%)")
         axes[0, 1].set_title("Ground-truth ambiguous share of the acquired samples")
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def plot_results(output_dir, dataset):
@@ -647,10 +644,8 @@ def plot_results(output_dir, dataset):
         axes[0, 1].legend()
     fig.tight_layout()
     path = os.path.join(output_dir, f"al_plot_{dataset}.png")
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -25,9 +25,13 @@ Outputs in ``--save-path`` (names from ``ddu_tf.training.checkpoint_name``):
 * ``{model}[_sn_{coeff}][_mod]_{seed}_{epochs}.keras`` -- the final model;
 * ``..._{seed}_best.keras`` (best validation accuracy) and ``..._{seed}_{k}.keras`` every
   ``--save-interval`` epochs;
-* ``..._{seed}_history.json`` -- per-epoch losses/accuracies of this invocation;
-* ``stats_logging/{run}/`` TensorBoard logs; ``backup/{run}/`` resume state: rerunning the
-  same command after an interruption continues from the last completed epoch.
+* ``..._{seed}_history.json`` -- per-epoch losses/accuracies of the whole run (epochs
+  restored from the backup included);
+* ``stats_logging/{run}/`` TensorBoard logs; ``backup/{run}/`` resume state
+  (``ddu_tf.training.ResumableBackup``): rerunning the same command after an interruption --
+  even a ``SIGKILL`` -- continues from the last completed epoch and ends with the weights,
+  checkpoints and history of the uninterrupted run (epoch ``e`` shuffles and augments as a
+  pure function of ``(seed, e)``). Every file is written atomically.
 
 Watching the feature density while training (issue 17 item 5, off by default):
 ``--density-callback-every N`` adds ``ddu_tf.training.FeatureDensityMonitor``: after every
@@ -53,6 +57,7 @@ import keras
 
 import ddu_tf  # noqa: F401  (registers the TFDS builders, e.g. mnist1d)
 from ddu_tf import cli, distribute, training
+from ddu_tf.io.atomic import atomic_write, atomic_write_text
 from ddu_tf.experiment_data import (DATASETS, dataset_key, density_monitor_data, seeded_subset,
                                     train_validation_arrays, training_pipelines)
 from ddu_tf.models import MODELS, get_model
@@ -212,13 +217,16 @@ def run(args, extra_callbacks=()):
     train_arrays = seeded_subset(train_arrays, args.max_train_samples, args.seed)
     if args.max_val_samples:
         val_arrays = tuple(a[:args.max_val_samples] for a in val_arrays)
+    run_name = training.checkpoint_name(args.model, args.sn, args.mod, args.coeff, args.seed,
+                                        extension="")
+    callbacks = training.make_callbacks(save_loc, run_name, save_interval=args.save_interval)
+    backup = next(c for c in callbacks if isinstance(c, training.ResumableBackup))
     train_ds, val_ds = training_pipelines(spec, train_arrays, val_arrays,
                                           batch_size=args.train_batch_size,
                                           val_batch_size=args.test_batch_size, seed=args.seed,
-                                          augment=args.data_aug)
+                                          augment=args.data_aug, epochs=args.epoch,
+                                          initial_epoch=backup.initial_epoch)
     steps_per_epoch = math.ceil(len(train_arrays[0]) / args.train_batch_size)
-    run_name = training.checkpoint_name(args.model, args.sn, args.mod, args.coeff, args.seed,
-                                        extension="")
     monitor = None
     if args.density_every:  # its data are read before training: a missing OoD set fails now
         monitor = training.FeatureDensityMonitor(
@@ -228,6 +236,9 @@ def run(args, extra_callbacks=()):
             spec.num_classes, every=args.density_every,
             log_dir=os.path.join(save_loc, "stats_logging", run_name, "feature_density"))
 
+    # Seeded again right before the model: its initial weights must not depend on whether
+    # loading the data consumed random numbers (a first TFDS build does, a cached one not).
+    keras.utils.set_random_seed(args.seed)
     with strategy.scope():  # mirrored weights, SN state and optimiser slots
         model = get_model(args.model, num_classes=spec.num_classes,
                           input_shape=spec.input_shape, spectral_normalization=args.sn,
@@ -239,26 +250,27 @@ def run(args, extra_callbacks=()):
                                             nesterov=args.nesterov)
         training.compile_model(model, optimizer, jit_compile=args.jit)
 
-    callbacks = training.make_callbacks(save_loc, run_name, save_interval=args.save_interval)
-    if monitor is not None:  # after TensorBoard, which would log its keys a second time
-        callbacks.append(monitor)
+    if monitor is not None:  # after TensorBoard (which would log its keys a second time),
+        # before the backup (which records the epoch's logs, the monitor's included)
+        callbacks.insert(callbacks.index(backup), monitor)
     print(f"Training {run_name}: {len(train_arrays[0])} train / {len(val_arrays[0])} validation "
           f"examples, {steps_per_epoch} steps per epoch, {model.count_params()} parameters, "
-          f"{strategy.num_replicas_in_sync} replica(s)")
+          f"{strategy.num_replicas_in_sync} replica(s)"
+          + (f"; resuming after epoch {backup.initial_epoch}" if backup.initial_epoch else ""))
     history = model.fit(train_ds, validation_data=val_ds, epochs=args.epoch,
+                        steps_per_epoch=steps_per_epoch,
                         callbacks=[*callbacks, *extra_callbacks], verbose=args.verbose,
-                        shuffle=False)  # the tf.data pipeline shuffles (seeded)
+                        shuffle=False)  # the tf.data pipeline shuffles (stateless, per epoch)
 
     final_path = os.path.join(save_loc, training.checkpoint_name(
         args.model, args.sn, args.mod, args.coeff, args.seed, epoch=args.epoch))
-    model.save(final_path)
-    logged = {"epochs": history.epoch,
-              "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
-              "args": vars(args)}
+    atomic_write(final_path, model.save)
+    logged = {"epochs": backup.epochs, "history": backup.history, "args": vars(args)}
     if monitor is not None:  # the epochs of the monitor's keys (shorter lists when N > 1)
-        logged["density_callback_epochs"] = monitor.epochs
-    with open(os.path.join(save_loc, f"{run_name}_history.json"), "w") as f:
-        json.dump(logged, f, indent=2)
+        logged["density_callback_epochs"] = [
+            e for e in backup.epochs if (e + 1) % args.density_every == 0]
+    atomic_write_text(os.path.join(save_loc, f"{run_name}_history.json"),
+                      json.dumps(logged, indent=2))
     print(f"Model saved to {final_path}")
     return model, history, final_path
 

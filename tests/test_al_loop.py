@@ -110,3 +110,40 @@ def test_legacy_config_keys_do_not_block_a_resume(tmp_path):
         loop({"k": 4}, ("threshold",))
     with pytest.raises(ValueError, match="different config"):
         loop({"k": 3, "threshold": 2.0}, ("threshold",))
+
+
+def test_a_write_removes_the_temporaries_of_killed_writers_only(tmp_path):
+    """ddu_tf.io.atomic: a SIGKILLed writer leaves its temporary; the next write of the target
+    on this host deletes it, but not a live process' (a concurrent writer) nor another
+    host's, nor another target's."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from ddu_tf.io.atomic import atomic_write, atomic_write_text
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid, host = int(dead.stdout), socket.gethostname()
+    target = tmp_path / "results.json"
+    stale = tmp_path / f".results.json.{dead_pid}@{host}.0a1b2c3d.partial.json"
+    live = tmp_path / f".results.json.{os.getppid()}@{host}.0a1b2c3d.partial.json"
+    remote = tmp_path / f".results.json.{dead_pid}@other-{host}.0a1b2c3d.partial.json"
+    other = tmp_path / f".table.json.{dead_pid}@{host}.0a1b2c3d.partial.json"
+    for path in (stale, live, remote, other):
+        path.write_text("{half")
+    atomic_write_text(target, '{"round": 1}')
+    assert json.loads(target.read_text()) == {"round": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [target.name, live.name, remote.name, other.name])
+
+    def failing_writer(tmp):
+        with open(tmp, "w") as handle:
+            handle.write("{half")
+        raise _Interrupted
+
+    with pytest.raises(_Interrupted):  # a failing writer leaves the old file and no temporary
+        atomic_write(target, failing_writer)
+    assert json.loads(target.read_text()) == {"round": 1}
+    assert len(list(tmp_path.iterdir())) == 4

@@ -20,6 +20,7 @@ from ddu_tf.generation import ambiguous_mnist as ag
 from ddu_tf.io import ambiguous_mnist as amio
 from ddu_tf.io import mnist_idx
 from ddu_tf.models.lenet import lenet
+from experiment_scripts import leftover_temporaries, start_and_kill, subprocess_env
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SMALL = dataclasses.replace(ag.TINY_CONFIG, chunk_size=256, batch_size=128)
@@ -362,3 +363,43 @@ def test_cli_killed_and_rerun_gives_the_bytes_of_an_uninterrupted_run(tmp_path):
     d = amio.load_generated(tmp_path / "run.npz", sha256=hashlib.sha256(ref_bytes).hexdigest())
     _check_recipe(d, ag.TINY_CONFIG)
     assert d.metadata["command"] == "python experiments/build_ambiguous_mnist.py --config tiny"
+
+
+_TFDS_BUILD = ("import sys, tensorflow_datasets as tfds\n"
+               "from tfds_builders.ambiguous_mnist import ambiguous_mnist_dataset_builder\n"
+               "tfds.builder('ambiguous_mnist/generated_tiny', data_dir=sys.argv[1])"
+               ".download_and_prepare()\n")
+
+
+@pytest.mark.real_data
+@pytest.mark.slow  # a subprocess + 2 builds: ~2 min on the loaded 2-core machine
+def test_tfds_build_killed_at_a_random_point_resumes_exactly(tmp_path):
+    """`ambiguous_mnist/generated_tiny` built by TFDS in a subprocess, SIGKILLed a random delay
+    into the recipe (after its work directory appeared), then built again: the records equal
+    an uninterrupted build's, and no incomplete TFDS directory, work directory, partial file
+    or temporary directory of the recipe is left."""
+    import tensorflow_datasets as tfds
+    from tfds_builders.ambiguous_mnist import ambiguous_mnist_dataset_builder  # noqa: F401
+
+    def build(data_dir):
+        builder = tfds.builder("ambiguous_mnist/generated_tiny", data_dir=data_dir)
+        builder.download_and_prepare()
+        return {split: tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+                for split in ("train", "test")}
+
+    reference = build(tmp_path / "reference")
+    resumed, temp = tmp_path / "resumed", tmp_path / "tmp"
+    temp.mkdir()
+    work = resumed / "downloads"
+    start_and_kill(["-c", _TFDS_BUILD, resumed], seed=14, max_delay=8.0,
+                   ready=lambda: any(work.glob("ambiguous_mnist_recipe_tiny_*/build.json")),
+                   log_path=tmp_path / "killed.log", env=subprocess_env(TMPDIR=str(temp)))
+    again = build(resumed)
+    for split in ("train", "test"):
+        assert again[split].keys() == reference[split].keys()
+        for key in reference[split]:
+            np.testing.assert_array_equal(again[split][key], reference[split][key], err_msg=key)
+    assert leftover_temporaries(resumed) == []
+    assert not list(work.glob("ambiguous_mnist_recipe_*"))
+    assert [p.name for p in (resumed / "ambiguous_mnist" / "generated_tiny").iterdir()] == ["2.0.0"]
+    assert not list(temp.glob("ddu_tf_*"))  # the recipe's own temporary directories

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ddu_tf.models.bayesian_cnn import ALL_DECAY_LAYERS, AUTHORS_CODE_SHAPE, bayesian_cnn
-from experiment_scripts import load_experiment_script
+from experiment_scripts import (ROOT, leftover_temporaries, load_experiment_script,
+                                start_and_kill, without_timings)
 
 
 def _experiment_module():
@@ -263,3 +264,31 @@ def test_per_round_tuning_and_deterministic_test_pass(tmp_path):
     cli.tune_weight_decay = lambda *a, **k: calls.append(a[3]) or original(*a, **k)
     cli.main(argv(2))
     assert calls == [2]
+
+
+@pytest.mark.slow  # a subprocess + 2 runs: ~2-3 min on the loaded 2-core machine
+@pytest.mark.parametrize("reinit", ["--reinit", "--no-reinit"])
+def test_run_killed_at_a_random_point_resumes_exactly(tmp_path, mnist_data_dir, reinit):
+    """The CLI SIGKILLed a random delay after its first round was saved, then the same command
+    again: results.json equals the uninterrupted run's (timings aside), no temporary file;
+    with --no-reinit (each round continues the previous round's weights) as well."""
+    cli = _experiment_module()
+
+    def argv(out):
+        return _TINY + ["--experiment", "1", "--acq_func", "3", "--rounds", "3", reinit,
+                        "--data-dir", str(mnist_data_dir), "--result_dir", str(out)]
+
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    cli.main(argv(reference))
+    saved = resumed / "exp1" / "bald_seed369" / "results.json"
+    start_and_kill([ROOT / "experiments" / "bayesian_al.py", *argv(resumed)],
+                   ready=saved.exists, seed=13, max_delay=2.0, log_path=tmp_path / "killed.log")
+    cli.main(argv(resumed))
+    ours, theirs = (json.loads((d / "exp1" / "bald_seed369" / "results.json").read_text())
+                    for d in (resumed, reference))
+    assert [r["round"] for r in ours["history"]] == [0, 1, 2, 3]
+    assert without_timings(ours) == without_timings(theirs)
+    assert leftover_temporaries(resumed) == []
+    kept = sorted(p.name for p in (resumed / "exp1" / "bald_seed369").glob("*.weights.h5"))
+    assert kept == ([] if reinit == "--reinit"
+                    else ["weights_round2.weights.h5", "weights_round3.weights.h5"])

@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from experiment_scripts import load_experiment_script
+from experiment_scripts import (ROOT, leftover_temporaries, load_experiment_script,
+                                start_and_kill, without_timings)
 from ddu_tf import uncertainty
 from ddu_tf.active_learning import ddu_scoring
 from ddu_tf.active_learning.acquisition import select_top_k
@@ -464,3 +465,34 @@ def test_paper_comparison_reports_accuracy_and_ambiguous_share_per_size(tmp_path
     assert json.loads((tmp_path / "comparison_dirty_mnist.json").read_text()) == result
     assert (tmp_path / "comparison_dirty_mnist.png").stat().st_size > 0
     assert script.paper_comparison(str(tmp_path), "mnist") is None
+
+
+# ----------------------------------------------------------------------------- issue 19 item 3
+@pytest.mark.slow  # a subprocess + 2 runs: ~2-3 min on the loaded 2-core machine
+def test_run_killed_at_a_random_point_resumes_exactly(tmp_path, mnist_data_dir,
+                                                      experiment_script):
+    """The CLI on MNIST, SIGKILLed a random delay after its first round was saved, then the
+    same command again: the loop file, test accuracies and summary equal the uninterrupted
+    run's (timings aside) and no temporary file is left."""
+    script = experiment_script("ddu_active_learning")
+
+    def argv(out):
+        return _tiny_args(out, "gmm", ["--max-training-samples", "32", "--pool-size", "300",
+                                       "--val-size", "20", "--test-subset", "100",
+                                       "--data-dir", str(mnist_data_dir)])
+
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    summary = script.main(argv(reference))
+    name = summary["name"]
+    saved = resumed / "runs" / f"{name}_run0.json"
+    start_and_kill([ROOT / "experiments" / "ddu_active_learning.py", *argv(resumed)],
+                   ready=saved.exists, seed=12, max_delay=2.0, log_path=tmp_path / "killed.log")
+    again = script.main(argv(resumed))
+    for relative in (f"runs/{name}_run0.json", f"test_accs_{name}.json"):
+        ours, theirs = (json.loads((d / relative).read_text()) for d in (resumed, reference))
+        assert without_timings(ours) == without_timings(theirs), relative
+    assert [r["round"] for r in json.loads(saved.read_text())["history"]] == [0, 1, 2, 3]
+    for s in (again, summary):
+        s["args"].pop("output_dir")
+    assert without_timings(again) == without_timings(summary)
+    assert leftover_temporaries(resumed) == []

@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 from ddu_tf import data as ddu_data
 from ddu_tf import experiment_data, training
+from experiment_scripts import ROOT, leftover_temporaries, start_and_kill
 
 
 @pytest.fixture
@@ -111,10 +112,12 @@ def test_checkpoint_name_follows_original(sn, mod):
 def test_make_callbacks(tmp_path):
     callbacks = training.make_callbacks(str(tmp_path), "run", save_interval=5)
     kinds = [type(c) for c in callbacks]
-    assert kinds == [keras.callbacks.BackupAndRestore, keras.callbacks.TensorBoard,
-                     keras.callbacks.ModelCheckpoint, training.EpochCheckpoint]
-    assert callbacks[0].backup_dir == os.path.join(str(tmp_path), "backup", "run")
-    assert callbacks[2].monitor == "val_accuracy"
+    # The backup last: an epoch is saved as finished only after its checkpoints are written.
+    assert kinds == [keras.callbacks.TensorBoard, keras.callbacks.ModelCheckpoint,
+                     training.EpochCheckpoint, training.ResumableBackup]
+    assert callbacks[3].backup_dir == os.path.join(str(tmp_path), "backup", "run")
+    assert callbacks[3].monitors == [callbacks[1]]
+    assert callbacks[1].monitor == "val_accuracy"
     with pytest.raises(ValueError, match="run_name"):
         training.make_callbacks(str(tmp_path), "")
 
@@ -124,12 +127,14 @@ def test_random_crop_flip_is_a_padded_window():
     padded = np.pad(image.numpy(), ((4, 4), (4, 4), (0, 0)))
     windows = [w for i in range(9) for j in range(9)
                for w in (padded[i:i + 6, j:j + 6], padded[i:i + 6, j:j + 6][:, ::-1])]
-    tf.random.set_seed(0)
-    outputs = [experiment_data.random_crop_flip(image).numpy() for _ in range(20)]
+    seeds = [tf.constant([7, k], tf.int64) for k in range(20)]
+    outputs = [experiment_data.random_crop_flip(image, seed).numpy() for seed in seeds]
     for out in outputs:
         assert out.shape == (6, 6, 2)
         assert any(np.array_equal(out, w) for w in windows)
     assert len({o.tobytes() for o in outputs}) > 1
+    again = [experiment_data.random_crop_flip(image, seed).numpy() for seed in seeds]
+    np.testing.assert_array_equal(again, outputs)  # stateless: a pure function of the seed
 
 
 def test_normalize_images():
@@ -234,19 +239,69 @@ class _EpochRecorder(keras.callbacks.Callback):
 
 
 def test_interrupted_run_resumes_from_backup(train_script, tmp_path):
-    argv = _argv(tmp_path, "--dataset", "mnist1d", "--model", "resnet1d", "-e", "3",
-                 "--max-train-samples", "64", "--max-val-samples", "16", "-b", "32")
+    """Interrupted after epoch 1, the same command trains only epoch 2 and ends with the
+    weights and history of the uninterrupted run (stateless per-epoch shuffle, restored
+    optimiser and SN state)."""
+    def argv_in(out):
+        return _argv(out, "--dataset", "mnist1d", "--model", "resnet1d", "-sn", "-e", "3",
+                     "--max-train-samples", "64", "--max-val-samples", "16", "-b", "32",
+                     "--no-jit")
+
+    reference, _, _ = train_script.run(train_script.parse_args(argv_in(tmp_path / "reference")))
+    argv = argv_in(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         train_script.run(train_script.parse_args(argv), extra_callbacks=[_Interrupt(at_epoch=1)])
-    assert (tmp_path / "backup" / "resnet1d_3").is_dir()
-    assert not (tmp_path / "resnet1d_3_3.keras").exists()
+    assert (tmp_path / "backup" / "resnet1d_sn_3.0_3").is_dir()
+    assert not (tmp_path / "resnet1d_sn_3.0_3_3.keras").exists()
     recorder = _EpochRecorder()
     model, history, _ = train_script.run(train_script.parse_args(argv), extra_callbacks=[recorder])
     assert recorder.epochs == [2]  # epochs 0 and 1 were restored, not repeated
     assert history.epoch == [2]
     steps_per_epoch = math.ceil(64 / 32)
     assert int(model.optimizer.iterations.numpy()) == 3 * steps_per_epoch
-    assert (tmp_path / "resnet1d_3_3.keras").exists()
+    assert (tmp_path / "resnet1d_sn_3.0_3_3.keras").exists()
+    for ours, theirs in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    history = [json.loads((d / "resnet1d_sn_3.0_3_history.json").read_text())
+               for d in (tmp_path, tmp_path / "reference")]
+    assert history[0]["epochs"] == [0, 1, 2] and history[0]["history"] == history[1]["history"]
+
+
+def _saved_weights(path):
+    return keras.saving.load_model(path).get_weights()
+
+
+@pytest.mark.slow  # a subprocess + 2 runs: ~2-3 min on the loaded 2-core machine
+def test_run_killed_at_a_random_point_resumes_exactly(train_script, tmp_path, capsys):
+    """A subprocess SIGKILLed a random delay after its first epoch's backup, then the same
+    command again: every output equals the uninterrupted run's (final, best and periodic
+    models bit for bit, the history of all epochs) and no temporary file is left."""
+    def argv(out):
+        return _argv(out, "--dataset", "mnist1d", "--model", "resnet1d", "-sn", "-mod",
+                     "-e", "3", "--max-train-samples", "64", "--max-val-samples", "16",
+                     "-b", "32", "--save-interval", "1", "--first-milestone", "2")
+
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    train_script.run(train_script.parse_args(argv(reference)))  # also builds MNIST-1D
+    state = resumed / "backup" / "resnet1d_sn_3.0_mod_3" / "state.json"
+    killed = start_and_kill([ROOT / "experiments" / "train.py", *argv(resumed)],
+                            ready=state.exists, seed=11, max_delay=1.5,
+                            log_path=tmp_path / "killed.log")
+    capsys.readouterr()
+    train_script.run(train_script.parse_args(argv(resumed)))
+    if killed and state.exists():
+        assert "resuming after epoch" in capsys.readouterr().out
+    names = ["resnet1d_sn_3.0_mod_3_3.keras", "resnet1d_sn_3.0_mod_3_best.keras",
+             *(f"resnet1d_sn_3.0_mod_3_{k}.keras" for k in (1, 2))]
+    for name in names:
+        for ours, theirs in zip(_saved_weights(resumed / name), _saved_weights(reference / name)):
+            np.testing.assert_array_equal(ours, theirs, err_msg=name)
+    history = [json.loads((d / "resnet1d_sn_3.0_mod_3_history.json").read_text())
+               for d in (resumed, reference)]
+    assert history[0]["epochs"] == history[1]["epochs"] == [0, 1, 2]
+    assert history[0]["history"] == history[1]["history"]
+    assert not (resumed / "backup" / "resnet1d_sn_3.0_mod_3").exists()
+    assert leftover_temporaries(resumed) == []
 
 
 @pytest.mark.parametrize("model_flags", [

@@ -11,33 +11,16 @@ test set, the rest as pool, and score a random 2000-point pool subset each round
 """
 import dataclasses
 import json
-import os
-import tempfile
 
 import numpy as np
+
+from ddu_tf.io.atomic import atomic_write_text
 
 _SPLIT, _SUBSET = 0, 1
 
 
 def _rng(*key):
     return np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
-
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (all or nothing)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 @dataclasses.dataclass

@@ -40,8 +40,7 @@ import tensorflow as tf
 
 from ddu_tf import metrics
 from ddu_tf.inference import Predictor, ensemble_log_probs
-
-_PERMUTATION_SALT = 0x5EED
+from ddu_tf.training import epoch_permutation
 
 
 class PermutationSampler:
@@ -53,11 +52,10 @@ class PermutationSampler:
     """
 
     def __call__(self, n, epochs, seed):
-        """``int64 [epochs, n]`` example orders for an int ``seed``."""
-        pair = tf.constant([int(seed), _PERMUTATION_SALT], tf.int64)
-        return np.stack([tf.argsort(tf.random.stateless_uniform(
-            [n], tf.random.experimental.stateless_fold_in(pair, epoch))).numpy()
-            for epoch in range(int(epochs))]).astype(np.int64)
+        """``int64 [epochs, n]`` example orders for an int ``seed``
+        (:func:`ddu_tf.training.epoch_permutation`, the order of ``experiments/train.py``)."""
+        return np.stack([epoch_permutation(n, seed, epoch).numpy()
+                         for epoch in range(int(epochs))]).astype(np.int64)
 
 
 def fixed_length_indices(n: int, target_length: int, rng: np.random.Generator) -> np.ndarray:

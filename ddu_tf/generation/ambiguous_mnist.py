@@ -72,7 +72,7 @@ import os
 import pathlib
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -82,6 +82,7 @@ import tensorflow as tf
 from ddu_tf import uncertainty
 from ddu_tf.data.dirty_mnist import MNIST_MEAN, MNIST_STD, normalize
 from ddu_tf.io import ambiguous_mnist as amnist_io
+from ddu_tf.io.atomic import atomic_write
 from ddu_tf.models.lenet import lenet
 
 #: PE histogram of the official candidate pool (kept candidates, MI <= 0.05), 50 equal bins
@@ -566,26 +567,11 @@ def default_work_dir(config: GenerationConfig) -> pathlib.Path:
     return pathlib.Path(cache) / "ddu_tf" / "ambiguous_mnist" / config.digest()[:16]
 
 
-def _atomic(path: pathlib.Path, write: Callable[[str], None]) -> None:
-    """Calls ``write(tmp)`` for a temporary name beside ``path``, then renames it to ``path``."""
-    suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + suffix,
-                               dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _save_npz(path: pathlib.Path, **arrays) -> None:
     def write(tmp):
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 class _WorkDir:
@@ -594,8 +580,6 @@ class _WorkDir:
     def __init__(self, root: os.PathLike, config: GenerationConfig, mnist_sha256: str):
         self.root = pathlib.Path(root)
         (self.root / "chunks").mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob("**/.*.partial*"):  # left by a killed write
-            stale.unlink()
         identity = {"format_version": FORMAT_VERSION, "config": config.to_json(),
                     "mnist_sha256": mnist_sha256}
         marker = self.root / "build.json"
@@ -607,7 +591,7 @@ class _WorkDir:
                     f"build of another config or MNIST data ({marker}: {found}; this build: "
                     f"{identity}). Use another --work-dir or delete that one.")
         else:
-            _atomic(marker, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(identity)))
+            atomic_write(marker, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(identity)))
 
     def path(self, name: str) -> pathlib.Path:
         return self.root / name
@@ -630,7 +614,7 @@ def _train_or_load_vae(work: _WorkDir, x01: np.ndarray, config: GenerationConfig
         mu = vae.encode_mean(normalize(x01))
         rec = normalize(vae.decode(mu))
         seconds = time.time() - t0
-        _atomic(weights, vae.decoder.save_weights)
+        atomic_write(weights, vae.decoder.save_weights)
         _save_npz(stats_path, mu=mu, rec_mean=rec.mean(dtype=np.float64),
                   rec_std=rec.std(dtype=np.float64), loss_history=np.array(history),
                   seconds=np.float64(seconds))
@@ -654,7 +638,7 @@ def _train_or_load_members(work: _WorkDir, x01: np.ndarray, y: np.ndarray,
                                 config.ensemble_epochs, config.ensemble_batch_size,
                                 config.ensemble_learning_rate)
             seconds += time.time() - t0
-            _atomic(path, model.save_weights)
+            atomic_write(path, model.save_weights)
             log(f"LeNet {m + 1}/{config.ensemble_size}: {time.time() - t0:.0f} s")
         model = lenet(num_classes=10, input_shape=(28, 28, 1))
         model.load_weights(path)

@@ -30,7 +30,6 @@ import io
 import json
 import os
 import pathlib
-import tempfile
 import urllib.request
 import zipfile
 from typing import Any, Dict, NamedTuple, Optional, Tuple
@@ -38,6 +37,7 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ddu_tf.io import mnist_idx, torch_pickle
+from ddu_tf.io.atomic import atomic_write
 
 #: Package data path of the shipped file.
 DEFAULT_PATH = pathlib.Path(__file__).resolve().parent / "data" / "ambiguous_mnist_generated.npz"
@@ -157,12 +157,9 @@ def save_generated(path: os.PathLike, images: np.ndarray, labels: np.ndarray, pr
               "mutual_information": np.asarray(mutual_information, np.float32)}
     _check_arrays(arrays, "save_generated")
     arrays["metadata"] = np.array(json.dumps(metadata, sort_keys=True))
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED,
-                                                       allowZip64=True) as z:
+    def write(tmp):
+        with open(tmp, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED,
+                                                   allowZip64=True) as z:
             for key in KEYS:
                 buf = io.BytesIO()
                 np.lib.format.write_array(buf, arrays[key], allow_pickle=False)
@@ -170,12 +167,9 @@ def save_generated(path: os.PathLike, images: np.ndarray, labels: np.ndarray, pr
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
                 z.writestr(info, buf.getvalue(), compresslevel=9)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a package data file is world-readable
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        os.chmod(tmp, 0o644)  # a package data file is world-readable
+
+    atomic_write(path, write)
     return sha256_of(path)
 
 
@@ -314,9 +308,8 @@ def download_ambiguous_files(dest_dir: os.PathLike, timeout: float = 120.0) -> p
         target = out / name
         if target.is_file():
             continue
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=name, suffix=".part")
-        os.close(fd)
-        try:
+
+        def download(tmp, name=name, md5=md5):
             try:
                 with urllib.request.urlopen(AMBIGUOUS_URL + name, timeout=timeout) as r, \
                         open(tmp, "wb") as f:
@@ -325,10 +318,8 @@ def download_ambiguous_files(dest_dir: os.PathLike, timeout: float = 120.0) -> p
                 raise mnist_idx.DataNotFoundError(
                     f"Could not download {AMBIGUOUS_URL + name} into {out} ({e}).") from e
             verify_ambiguous_md5(tmp, name, md5)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+
+        atomic_write(target, download)
     return out
 
 

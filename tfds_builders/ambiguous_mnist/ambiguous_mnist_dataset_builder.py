@@ -31,11 +31,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import pathlib
 import re
+import shutil
 from typing import Optional, Tuple, Union
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.constants import INCOMPLETE_PREFIX
 
 from ddu_tf.io import ambiguous_mnist as amnist_io
 from ddu_tf.io import mnist_idx
@@ -164,14 +167,21 @@ def file_arrays(config: AmbiguousMnistConfig) -> Tuple[np.ndarray, np.ndarray]:
 def recipe_arrays(dl_manager, recipe: str) -> Tuple[np.ndarray, np.ndarray]:
     """Runs the generation recipe ``recipe`` on MNIST train (manual dir, env var or download).
 
-    The generator trains models (it sits above ``ddu_tf.models``), so it is imported here, only
-    for this smoke-test config.
+    The recipe keeps its resumable state (trained models, finished chunks) in
+    ``<download dir>/ambiguous_mnist_recipe_<recipe>_<config digest>``, so a build killed
+    mid-way continues from there when rerun (same bytes as an uninterrupted build); the
+    directory is deleted once the arrays are made. The generator trains models (it sits above
+    ``ddu_tf.models``), so it is imported here, only for this smoke-test config.
     """
     from ddu_tf.generation import ambiguous_mnist as generation
 
     images, labels = mnist_idx.load_idx_arrays_or_fetch(
         "mnist", "train", manual_dir_or_none(dl_manager), dl_manager.download)
-    result = generation.generate(images, labels, generation.CONFIGS[recipe])
+    config = generation.CONFIGS[recipe]
+    work_dir = (pathlib.Path(dl_manager.download_dir)
+                / f"ambiguous_mnist_recipe_{recipe}_{config.digest()[:16]}")
+    result = generation.generate(images, labels, config, work_dir=work_dir)
+    shutil.rmtree(work_dir, ignore_errors=True)
     logging.info("ambiguous_mnist generation: %s", result.info)
     return result.images, result.labels
 
@@ -261,6 +271,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             homepage="https://github.com/BlackHC/ddu_dirty_mnist",
             citation=_CITATION,
         )
+
+    def download_and_prepare(self, *args, **kwargs):
+        """TFDS' ``download_and_prepare``, then the removal of this version's stale
+        ``incomplete.*`` directories: TFDS writes into ``incomplete.<random>_<version>`` and
+        renames it when done, so a build killed mid-way leaves one behind, which the rerun's
+        finished build makes obsolete."""
+        super().download_and_prepare(*args, **kwargs)
+        stale = re.compile(
+            rf"^{re.escape(INCOMPLETE_PREFIX)}[A-Z0-9]+_{re.escape(str(self.version))}$")
+        for entry in self.data_path.parent.iterdir():
+            if entry.is_dir() and stale.match(entry.name):
+                shutil.rmtree(entry, ignore_errors=True)
 
     def _split_generators(self, dl_manager):
         images, labels = ambiguous_arrays(dl_manager, self.builder_config)

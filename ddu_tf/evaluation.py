@@ -214,8 +214,9 @@ def summarize(runs) -> dict:
 
     Returns:
       ``{"mean": {k: float}, "std": {k: float | None}, "values": {k: [float]}}`` over
-      :data:`METRIC_KEYS` followed by the ``split/metric`` keys (those with a ``/``) that
-      every run has; ``std`` is the standard error ``std(ddof=1) / sqrt(runs)`` (None
+      :data:`METRIC_KEYS` (those the runs have: all, or none for protocol-only runs) followed
+      by the ``split/metric`` keys (those with a ``/``) that every run has; ``std`` is the
+      standard error ``std(ddof=1) / sqrt(runs)`` (None
       for a single run, where the original writes NaN).
     """
     runs = list(runs)
@@ -223,7 +224,8 @@ def summarize(runs) -> dict:
         raise ValueError("Expected at least one run to summarize. Received none.")
     out = {"mean": {}, "std": {}, "values": {}}
     extra = [key for key in runs[0] if "/" in key and all(key in run for run in runs[1:])]
-    for key in (*METRIC_KEYS, *extra):
+    metric_keys = [key for key in METRIC_KEYS if key in runs[0]]
+    for key in (*metric_keys, *extra):
         values = [float(run[key]) for run in runs]
         out["values"][key] = values
         out["mean"][key] = float(np.mean(values))

@@ -36,7 +36,9 @@ fit the GMM; MNIST test, Ambiguous-MNIST test (``--ambiguous-variant``, one pair
 the OoD sets ``--ood-sets`` (``ddu_tf.data.ood_sets``: Fashion-MNIST, MNIST rotated 90
 degrees, sklearn digits, uniform noise) all get the same transform (normalisation + fixed
 N(0, ``--eval-noise-std``) noise); keys ``mnist/accuracy|ece|nll|brier`` and
-``{mnist,ambiguous,dirty}_vs_{ood}/{entropy,log_density}_{auroc,auprc,fpr95}``. The per-set
+``{mnist,ambiguous,dirty}_vs_{ood}/{entropy,log_density}_{auroc,auprc,fpr95}``. With
+``--protocol-only`` the JSON holds those keys alone (the test / OoD passes of the original
+layout are skipped). The per-set
 scores are saved as ``scores_{checkpoint stem}_{model_type}.npz`` (for
 ``experiments/plot_uncertainty.py --scores``) and, unless ``--no-tensorboard``, written next
 to the training run's TensorBoard logs (``{model dir}/stats_logging/{stem}/evaluation_{type}``):
@@ -66,6 +68,7 @@ from ddu_tf.data import ood_sets
 from ddu_tf.experiment_data import (DATASETS, dataset_key, evaluation_pipeline,
                                     load_test_split, seeded_subset, train_validation_arrays)
 from ddu_tf.inference import Predictor, fit_gmm
+from ddu_tf.io.atomic import atomic_write_text
 
 
 def _positive_int(text):
@@ -122,6 +125,10 @@ def build_parser():
     parser.add_argument("--protocol", default="original", choices=("original", "dirty_mnist"),
                         help="dirty_mnist: add the Dirty-MNIST table (MNIST / Ambiguous / Dirty "
                              "vs each OoD set, entropy and GMM density) to the JSON")
+    parser.add_argument("--protocol-only", dest="protocol_only", action="store_true",
+                        help="with --protocol dirty_mnist: write only the protocol's keys, "
+                             "skipping the original layout's passes over the test and OoD "
+                             "splits (70k images for Dirty-MNIST)")
     parser.add_argument("--ambiguous-variant", dest="ambiguous_variant", default=None,
                         help="Ambiguous-MNIST of the protocol (official, generated, "
                              "generated_tiny); default: that of --dataset")
@@ -195,6 +202,7 @@ def write_tensorboard(log_dir, scores, result, step):
 
 def run_protocol(args, run, network, gmm, protocol_sets, path):
     """Protocol metrics of one network; saves its scores (npz) and TensorBoard summaries."""
+    print(f"  protocol: scoring {', '.join(protocol_sets)}", flush=True)
     scores = evaluation.set_scores(network, gmm, protocol_sets)
     result = evaluation.dirty_mnist_protocol(scores, args.ood_sets)
     stem = os.path.basename(path)[:-len(".keras")]
@@ -240,14 +248,18 @@ def evaluate_run(args, run, test_ds, ood_ds, strategy=None, protocol_sets=None):
     val_logits, val_labels = network.dataset_logits(val_ds)
     gmm = None
     if protocol_sets is not None or args.model_type == "gmm":
+        print("  fitting the GMM on the training split's features", flush=True)
         gmm = fit_gmm(network, train_ds, num_classes)
     protocol = {} if protocol_sets is None else run_protocol(
         args, run, network, gmm, protocol_sets, model_path(args, run, seed))
+    if getattr(args, "protocol_only", False):
+        return protocol
     if args.model_type == "softmax":
         test_logits, test_labels = network.dataset_logits(test_ds)
         ood_logits, _ = network.dataset_logits(ood_ds)
         return {**evaluation.softmax_metrics(test_logits, test_labels, ood_logits,
                                              val_logits, val_labels), **protocol}
+    print("  scoring the test and OoD splits", flush=True)
     test_features, test_logits, test_labels = network.dataset_features_and_logits(test_ds)
     ood_features, _, _ = network.dataset_features_and_logits(ood_ds)
     result = evaluation.gmm_metrics(
@@ -276,6 +288,9 @@ def main(argv=None):
     test_ds = load_test_split(args.dataset, args.batch_size, args.dataset_root)
     ood_ds = load_test_split(args.ood_dataset, args.batch_size, args.dataset_root)
     protocol_sets = None
+    if args.protocol_only and args.protocol != "dirty_mnist":
+        raise ValueError("Expected --protocol dirty_mnist with --protocol-only (only that "
+                         f"protocol has keys of its own). Received: --protocol {args.protocol}.")
     if args.protocol == "dirty_mnist":
         if args.model_type == "ensemble":
             raise ValueError("Expected --model-type softmax or gmm with --protocol dirty_mnist "
@@ -293,8 +308,7 @@ def main(argv=None):
     output_dir = distribute.worker_directory(strategy, args.output_dir)
     os.makedirs(output_dir, exist_ok=True)
     path = output_path(args, output_dir)
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
+    atomic_write_text(path, json.dumps(result, indent=2))
     print(f"Results written to {path}")
     return result
 

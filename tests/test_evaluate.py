@@ -203,6 +203,29 @@ def test_cli_missing_model_is_a_clear_error(cli, tmp_path):
                   "--output-dir", str(tmp_path)])
 
 
+def test_cli_protocol_only_keeps_the_protocol_keys_and_values(cli, tmp_path):
+    """--protocol-only: the same protocol numbers as the full run, and nothing else."""
+    _save_models(tmp_path, seeds=[1])
+    rng = np.random.default_rng(11)
+    sets = {}
+    for name, scale in (("mnist", 1.0), ("ambiguous", 2.0), ("fashion_mnist", 8.0)):
+        x = (scale * rng.normal(size=(40, 6))).astype(np.float32)
+        sets[name] = (x, np.arange(40, dtype=np.int64) % 3)
+    cli.protocol_datasets = lambda args: {
+        name: tf.data.Dataset.from_tensor_slices(xy).batch(16) for name, xy in sets.items()}
+    base = ["--seed", "1", "--dataset", "synth_id", "--ood_dataset", "synth_ood", "--model",
+            "mlp", "--model-type", "gmm", "--runs", "1", "--load-path", str(tmp_path), "-b", "32",
+            "--protocol", "dirty_mnist", "--ood-sets", "fashion_mnist", "--no-tensorboard"]
+    full = cli.main(base + ["--output-dir", str(tmp_path / "full")])["mean"]
+    only = cli.main(base + ["--output-dir", str(tmp_path / "only"), "--protocol-only"])["mean"]
+    protocol = {k: v for k, v in full.items() if k.split("/")[0] in (
+        "mnist", "mnist_vs_fashion_mnist", "ambiguous_vs_fashion_mnist", "dirty_vs_fashion_mnist")}
+    assert only == protocol and len(protocol) == 4 + 3 * 6
+    assert "accuracy" in full and "accuracy" not in only
+    with pytest.raises(ValueError, match="--protocol dirty_mnist with --protocol-only"):
+        cli.main(base[:-5] + ["--output-dir", str(tmp_path), "--protocol-only"])
+
+
 def evaluate_cli_under(out_dir, strategy, model_type="gmm"):
     """evaluate.py --strategy ``strategy`` on the synthetic sets (run in this process or, for
     2 replicas, by the ``two_replicas`` fixture): the result JSON and the replica count."""

@@ -229,6 +229,7 @@ def test_report_aggregates_seeds_with_sample_std(tmp_path):
     assert (tmp_path / "README.md").read_text() == text
 
 
+@pytest.mark.slow  # ~30 s; test_tuner_trial_trains_what_a_run_with_its_weight_decay_trains stays
 @pytest.mark.real_data
 def test_per_round_tuning_and_deterministic_test_pass(tmp_path):
     """--tune-every 1 tunes at every round with the run's own fit and keeps the choice for a

@@ -164,6 +164,7 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.slow  # ~40 s: two worker processes; the 2-replica mirrored tests stay in make test
 def test_multiworker_two_localhost_workers(tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
@@ -188,6 +189,7 @@ def test_multiworker_two_localhost_workers(tmp_path):
 
 
 # ----------------------------------------------------------------------------- evaluate.py
+@pytest.mark.slow  # ~22 s; test_evaluate.py::test_cli_sharded_code_path_matches_default keeps the path
 def test_evaluate_cli_with_two_replicas_matches_default(tmp_path, two_replicas):
     """``--strategy mirrored`` on 2 logical CPUs (sharded passes, distributed GMM statistics)
     gives the single-device metrics."""

@@ -48,6 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ddu_tf import cli, data  # noqa: E402  (importing ddu_tf registers the mnist1d builder)
 from ddu_tf.models import get_model  # noqa: E402
+from ddu_tf.io.atomic import atomic_write_text  # noqa: E402
 
 MODELS = ("logistic", "mlp", "cnn1d", "gru")
 MNIST_LENGTH = 28 * 28
@@ -222,9 +223,7 @@ def main(argv=None):
                   f"{np.mean(bests):>6.1f} {PUBLISHED[config][model_name]:>9} "
                   f"{'-' if notebook is None else notebook:>9}  "
                   f"{' '.join(f'{v:.1f}' for v in finals)}  ({sum(seconds):.0f} s)", flush=True)
-            with open(path + ".tmp", "w") as f:
-                json.dump(results, f, indent=2)
-            os.replace(path + ".tmp", path)  # never a half-written table
+            atomic_write_text(path, json.dumps(results, indent=2))  # never a half-written table
     plot(results, os.path.join(args.output_dir, "benchmark.png"))
     return results
 

@@ -49,6 +49,7 @@ from ddu_tf.density import DETECTORS  # noqa: E402
 from ddu_tf.experiment_data import (DATASETS, dataset_key, evaluation_pipeline,  # noqa: E402
                                     seeded_subset, split_arrays, train_validation_arrays)
 from ddu_tf.inference import Predictor  # noqa: E402
+from ddu_tf.io.atomic import atomic_write_text  # noqa: E402
 
 SCORES = ("softmax_entropy", "energy", "gmm", "shared_gaussian", "knn")
 """Score names, in table order; the last three are feature detectors (higher = iD)."""
@@ -193,11 +194,7 @@ def main(argv=None):
               "sizes": {name: int(sum(int(x.shape[0]) for x, _ in ds))
                         for name, ds in eval_sets.items()},
               "args": {k: v for k, v in vars(args).items()}}
-    os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
-    tmp = args.output_json + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(output, handle, indent=2)
-    os.replace(tmp, args.output_json)
+    atomic_write_text(args.output_json, json.dumps(output, indent=2))
     print(table)
     print(f"wrote {args.output_json}")
     return output

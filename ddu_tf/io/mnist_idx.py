@@ -28,11 +28,12 @@ import hashlib
 import os
 import pathlib
 import struct
-import tempfile
 import urllib.request
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
+
+from ddu_tf.io.atomic import atomic_write
 
 ENV_VAR = "DDU_TF_DATA_DIR"
 
@@ -236,9 +237,8 @@ def download_idx_files(dataset: str, dest_dir: os.PathLike, split: Optional[str]
             if target.is_file():
                 continue
             url = f"{URLS[dataset]}{name}.gz"
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=name, suffix=".part")
-            os.close(fd)
-            try:
+
+            def download(tmp, url=url, name=name):
                 try:
                     with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
                         f.write(r.read())
@@ -247,10 +247,8 @@ def download_idx_files(dataset: str, dest_dir: os.PathLike, split: Optional[str]
                         f"Could not download {url} into {out} ({e}). Without internet, copy the "
                         f"file there by hand or set ${ENV_VAR}.") from e
                 verify_sha256(read_maybe_gzip(tmp), dataset, name, url)
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+
+            atomic_write(target, download)  # renamed into place only once verified
     return out
 
 

@@ -50,6 +50,7 @@ import tensorflow as tf
 
 from ddu_tf import calibration, metrics, uncertainty
 from ddu_tf.inference import as_predictor, fit_gmm
+from ddu_tf.io.atomic import atomic_write
 
 METRIC_KEYS = (
     "accuracy", "ece", "m1_auroc", "m1_auprc", "m2_auroc", "m2_auprc",
@@ -292,7 +293,8 @@ def save_scores(path, scores) -> str:
     ``experiments/plot_uncertainty.py --scores``; read it back with :func:`load_scores`.
 
     Args:
-      path: output path (``.npz`` is appended by NumPy when missing; directories are created).
+      path: output path (``.npz`` appended when missing; directories are created; written
+        atomically, :mod:`ddu_tf.io.atomic`).
       scores: ``name -> {"entropy": [n], "log_density": [n], ...}`` (:func:`set_scores`);
         only :data:`SCORE_KEYS` are stored, as float32 arrays named ``"{name}/{key}"``.
 
@@ -305,9 +307,9 @@ def save_scores(path, scores) -> str:
     for name in scores:
         if "/" in name:
             raise ValueError(f"Expected set names without '/'. Received: {name!r}.")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    np.savez_compressed(path, **{f"{name}/{key}": np.asarray(per_set[key], np.float32)
-                                 for name, per_set in scores.items() for key in SCORE_KEYS})
+    arrays = {f"{name}/{key}": np.asarray(per_set[key], np.float32)
+              for name, per_set in scores.items() for key in SCORE_KEYS}
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))
     return path
 
 

@@ -41,6 +41,7 @@ import numpy as np
 import ddu_tf  # noqa: F401  (registers the custom layers / optimisers)
 from ddu_tf import cli, evaluation, plotting
 from ddu_tf.data import dirty_mnist
+from ddu_tf.io.atomic import atomic_write_text
 
 
 def _batched(dataset, batch_size, max_samples):
@@ -148,9 +149,7 @@ def main(argv=None):
         pairs = {name: evaluation.pair_aurocs(per_set, [p for p in PAIRS
                                                        if set(p) <= set(per_set)])
                  for name, per_set in scores.items()}
-        os.makedirs(os.path.dirname(os.path.abspath(args.pairs_json)), exist_ok=True)
-        with open(args.pairs_json, "w") as fh:
-            json.dump(pairs, fh, indent=2)
+        atomic_write_text(args.pairs_json, json.dumps(pairs, indent=2))
         print(json.dumps(pairs, indent=1))
     return panels
 

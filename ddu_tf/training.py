@@ -34,6 +34,8 @@ run did.
 import json
 import os
 import shutil
+import sys
+import time
 
 import keras
 import numpy as np
@@ -269,6 +271,53 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.interval == 0:
             atomic_write(self.path_for_epoch(epoch + 1), self.model.save)
+
+
+class StepProgress(keras.callbacks.Callback):
+    """One progress line every ``every`` train steps, for logs (``fit(verbose=2)`` prints only
+    at epoch ends, so a long epoch shows nothing for its whole length).
+
+    The line gives the epoch, the step within it, the logged running metrics (e.g. ``loss``,
+    ``accuracy``), the training speed in examples/s since the epoch began and the time left in
+    the epoch at that speed, e.g.
+    ``epoch 1/3 step 40/375: loss 0.5321 accuracy 0.8412; 71.3 examples/s, epoch ETA 4.7 min``.
+
+    Args:
+        every: print after steps ``every, 2 * every, ...`` of each epoch (>= 1).
+        steps_per_epoch: steps of one epoch (>= 1).
+        batch_size: examples per step (for the speed).
+        epochs: total epochs of the run (for the ``epoch e/E`` label).
+        stream: file object written to (default ``sys.stdout``), flushed after each line.
+    """
+
+    def __init__(self, every, steps_per_epoch, batch_size, epochs, stream=None):
+        super().__init__()
+        for name, value in (("every", every), ("steps_per_epoch", steps_per_epoch),
+                            ("batch_size", batch_size), ("epochs", epochs)):
+            if int(value) < 1:
+                raise ValueError(f"Expected {name} >= 1. Received: {name}={value}")
+        self.every, self.steps = int(every), int(steps_per_epoch)
+        self.batch_size, self.epochs = int(batch_size), int(epochs)
+        self.stream = stream
+        self._epoch, self._start = 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._start = epoch, time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = batch + 1
+        if step % self.every or step >= self.steps:  # the epoch-end line covers the last step
+            return
+        seconds = time.perf_counter() - self._start
+        speed = step * self.batch_size / max(seconds, 1e-9)
+        left = (self.steps - step) * self.batch_size / speed / 60.0
+        logs = dict(logs or {})
+        ordered = [(k, logs.pop(k)) for k in ("loss",) if k in logs] + sorted(logs.items())
+        values = " ".join(f"{k} {float(v):.4f}" for k, v in ordered)
+        stream = self.stream or sys.stdout
+        stream.write(f"epoch {self._epoch + 1}/{self.epochs} step {step}/{self.steps}: "
+                     f"{values}; {speed:.1f} examples/s, epoch ETA {left:.1f} min\n")
+        stream.flush()
 
 
 class ResumableBackup(keras.callbacks.Callback):

@@ -1,9 +1,11 @@
 """Tests for ddu_tf.training and experiments/train.py: PyTorch-faithful optimizers and lr
 schedule, checkpoint names, callbacks, augmentation, flag validation, tiny training runs on
 MNIST-1D and a mock CIFAR-10, and resuming an interrupted run."""
+import io
 import json
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -200,11 +202,13 @@ def _argv(tmp_path, *extra):
     return ["--seed", "3", "--save-path", str(tmp_path) + os.sep, "--verbose", "0", *extra]
 
 
-def test_tiny_mnist1d_run_saves_loadable_model(train_script, tmp_path):
+def test_tiny_mnist1d_run_saves_loadable_model(train_script, tmp_path, capsys):
     args = train_script.parse_args(_argv(
         tmp_path, "--dataset", "mnist1d", "--model", "resnet1d", "-sn", "-mod", "-e", "1",
-        "--max-train-samples", "64", "--max-val-samples", "32", "-b", "32", "--save-interval", "1"))
+        "--max-train-samples", "64", "--max-val-samples", "32", "-b", "32", "--save-interval", "1",
+        "--verbose", "2", "--progress-every", "1"))
     model, history, final_path = train_script.run(args)
+    assert "epoch 1/1 step 1/2: loss " in capsys.readouterr().out  # 2 steps: a line after 1
     assert final_path == os.path.join(str(tmp_path), "resnet1d_sn_3.0_mod_3_1.keras")
     for name in ("resnet1d_sn_3.0_mod_3_1.keras", "resnet1d_sn_3.0_mod_3_best.keras",
                  "resnet1d_sn_3.0_mod_3_history.json"):
@@ -217,6 +221,28 @@ def test_tiny_mnist1d_run_saves_loadable_model(train_script, tmp_path):
     assert isinstance(restored.optimizer, training.TorchSGD)
     logged = json.loads((tmp_path / "resnet1d_sn_3.0_mod_3_history.json").read_text())
     assert logged["epochs"] == [0] and "val_accuracy" in logged["history"]
+
+
+def test_step_progress_prints_every_n_steps():
+    """40 examples in batches of 4 = 10 steps per epoch; a line after steps 3, 6, 9 of each."""
+    stream = io.StringIO()
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    progress = training.StepProgress(3, 10, 4, 2, stream=stream)
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False, callbacks=[progress])
+    lines = stream.getvalue().splitlines()
+    pattern = re.compile(r"epoch (\d)/2 step (\d+)/10: loss ([0-9.]+) accuracy ([0-9.]+); "
+                         r"([0-9.]+) examples/s, epoch ETA ([0-9.]+) min")
+    matches = [pattern.fullmatch(line) for line in lines]
+    assert all(matches), lines
+    assert [(int(m[1]), int(m[2])) for m in matches] == [
+        (e, s) for e in (1, 2) for s in (3, 6, 9)]
+    assert all(0 <= float(m[4]) <= 1 and float(m[5]) > 0 for m in matches)
+    with pytest.raises(ValueError, match="Expected every >= 1. Received: every=0"):
+        training.StepProgress(0, 10, 4, 2)
 
 
 class _Interrupt(keras.callbacks.Callback):

@@ -49,7 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from ddu_tf import calibration, metrics, uncertainty
-from ddu_tf.inference import as_predictor, fit_gmm
+from ddu_tf.inference import as_predictor, fit_gmm, gmm_scores
 from ddu_tf.io.atomic import atomic_write
 
 METRIC_KEYS = (
@@ -273,13 +273,7 @@ def set_scores(predictor, gmm, eval_sets):
       nats), "logits": [n, classes], "labels": [n] int64}``, float64 arrays.
     """
     predictor = as_predictor(predictor)
-    out = {}
-    for name, ds in eval_sets.items():
-        features, logits, labels = predictor.dataset_features_and_logits(ds)
-        out[name] = {"entropy": uncertainty.softmax_entropy(logits).numpy(),
-                     "log_density": gmm.log_density(features).numpy(),
-                     "logits": logits, "labels": labels}
-    return out
+    return {name: gmm_scores(predictor, gmm, ds) for name, ds in eval_sets.items()}
 
 
 SCORE_KEYS = ("entropy", "log_density")

@@ -42,8 +42,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from ddu_tf import metrics, uncertainty
-from ddu_tf.inference import Predictor, fit_gmm
+from ddu_tf import metrics
+from ddu_tf.inference import Predictor, fit_gmm, gmm_scores
 from ddu_tf.io.atomic import atomic_write, atomic_write_text
 
 _PERMUTATION_SALT = 0x5EED
@@ -477,30 +477,22 @@ class FeatureDensityMonitor(keras.callbacks.Callback):
         return {"num_classes": self.num_classes, "every": self.every, "log_dir": self.log_dir,
                 "chunk_size": self.chunk_size}
 
-    def _scores(self, predictor, gmm, data):
-        """``(log_density [n], entropy [n])`` float64 nats of one data set."""
-        if isinstance(data, tf.data.Dataset):
-            features, logits, _ = predictor.dataset_features_and_logits(data)
-        else:
-            features, logits = predictor.features_and_logits(data[0])
-        return (gmm.log_density(features).numpy(),
-                uncertainty.softmax_entropy(np.asarray(logits, np.float64)).numpy())
-
     def measure(self):
         """The :data:`LOG_KEYS` values of the model as it is now: ``dict`` of floats."""
         if self._predictor is None or self._predictor.model is not self.model:
             self._predictor = Predictor(self.model, chunk_size=self.chunk_size)
         gmm = fit_gmm(self._predictor, self.train_data, self.num_classes)
-        in_density, in_entropy = self._scores(self._predictor, gmm, self.in_data)
-        ood_density, ood_entropy = self._scores(self._predictor, gmm, self.ood_data)
+        scores_in = gmm_scores(self._predictor, gmm, self.in_data)
+        scores_ood = gmm_scores(self._predictor, gmm, self.ood_data)
         within = float(np.mean(np.trace(gmm.covariances.numpy(), axis1=1, axis2=2)))
         means = gmm.means.numpy()
         between = float(np.sum((means - means.mean(axis=0)) ** 2) / len(means))
         return {
-            "density_auroc": metrics.ood_auroc_auprc(in_density, ood_density,
-                                                     higher_is_uncertain=False)[0],
-            "entropy_auroc": metrics.ood_auroc_auprc(in_entropy, ood_entropy,
-                                                     higher_is_uncertain=True)[0],
+            "density_auroc": metrics.ood_auroc_auprc(
+                scores_in["log_density"], scores_ood["log_density"],
+                higher_is_uncertain=False)[0],
+            "entropy_auroc": metrics.ood_auroc_auprc(
+                scores_in["entropy"], scores_ood["entropy"], higher_is_uncertain=True)[0],
             "within_class_std": float(np.sqrt(within / gmm.dim)),
             "between_class_std": float(np.sqrt(between / gmm.dim)),
             "within_between_ratio": within / between if between > 0 else float("inf"),

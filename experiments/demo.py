@@ -41,12 +41,12 @@ import tensorflow_datasets as tfds  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 import ddu_tf  # noqa: E402,F401  (registers the TFDS builders)
-from ddu_tf import cli, data, metrics, training, uncertainty  # noqa: E402
+from ddu_tf import cli, data, metrics, training  # noqa: E402
 from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,  # noqa: E402
                                     FixedLengthSampler, bald, check_acquisition_plan,
                                     initial_state, random_scores)
 from ddu_tf.active_learning.ddu_scoring import acquisition_scores  # noqa: E402
-from ddu_tf.inference import MCDropoutPredictor, Predictor, fit_gmm  # noqa: E402
+from ddu_tf.inference import MCDropoutPredictor, Predictor, fit_gmm, gmm_scores  # noqa: E402
 from ddu_tf.models import get_model  # noqa: E402
 
 NUM_CLASSES = 10
@@ -120,13 +120,11 @@ def evaluate_ddu(model, args):
     ood = data.load("mnist1d/shuffled", "test", 500, data_dir=args.data_dir)
     predictor = Predictor(model, chunk_size=500)
     gmm = fit_gmm(predictor, train, NUM_CLASSES)
-    test_features, test_logits, test_labels = predictor.dataset_features_and_logits(test)
-    ood_features, ood_logits, _ = predictor.dataset_features_and_logits(ood)
-    test_density = gmm.log_density(test_features).numpy()
-    ood_density = gmm.log_density(ood_features).numpy()
-    test_entropy = uncertainty.softmax_entropy(test_logits).numpy()
-    ood_entropy = uncertainty.softmax_entropy(ood_logits).numpy()
-    probs = tf.nn.softmax(test_logits).numpy()
+    in_scores, ood_scores = gmm_scores(predictor, gmm, test), gmm_scores(predictor, gmm, ood)
+    test_density, ood_density = in_scores["log_density"], ood_scores["log_density"]
+    test_entropy, ood_entropy = in_scores["entropy"], ood_scores["entropy"]
+    test_labels = in_scores["labels"]
+    probs = tf.nn.softmax(in_scores["logits"]).numpy()
     entropy_auroc, entropy_auprc = metrics.ood_auroc_auprc(test_entropy, ood_entropy,
                                                            higher_is_uncertain=True)
     density_auroc, density_auprc = metrics.ood_auroc_auprc(test_density, ood_density,

@@ -119,12 +119,14 @@ def test_keras_file_and_export_round_trips_give_identical_scores(tmp_path, kind,
     reloaded = tf.saved_model.load(str(tmp_path / "export"))  # keep: .serve uses its variables
     served = reloaded.serve(tf.constant(x[:30]))
     # Bitwise equal within one execution mode (eager vs compiled graphs may differ in the last
-    # bit: graph optimisations reorder float64 sums).
+    # bits: graph optimisations and the matmul's thread split reorder sums; measured up to
+    # 4e-6 relative on the float32 logits when the cores were busy).
     for key in ("logits", "entropy", "density"):
         np.testing.assert_array_equal(eager_after[key], eager_before[key])
         np.testing.assert_array_equal(compiled_after[key], compiled_before[key])
         np.testing.assert_array_equal(served[key].numpy(), compiled_before[key])
-        np.testing.assert_allclose(eager_before[key], compiled_before[key], rtol=1e-12)
+        # (the float64 entropy and density start from the float32 logits and features)
+        np.testing.assert_allclose(eager_before[key], compiled_before[key], rtol=2e-5, atol=1e-6)
 
 
 def test_bound_method_is_saved_by_name_and_other_functions_cannot_be_saved(tmp_path):

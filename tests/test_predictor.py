@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 from ddu_tf.density import ClassConditionalGaussians
-from ddu_tf.inference import Predictor, as_predictor, ensemble_log_probs, fit_gmm
+from ddu_tf.inference import (Predictor, as_predictor, ensemble_log_probs, fit_gmm,
+                              gmm_scores)
 from ddu_tf.inference.predictor import chunked_map, sharded_map
 
 
@@ -81,6 +82,32 @@ def test_fit_gmm_from_arrays_and_streamed_dataset_equal_in_memory_fit(sharded):
                                    oracle.class_log_densities(features).numpy(), rtol=1e-9)
     with pytest.raises(ValueError, match="at least one batch"):
         fit_gmm(Predictor(model), tf.data.Dataset.from_tensor_slices((x, y)).take(0).batch(4), 3)
+
+
+def test_gmm_scores_equal_scipy_on_arrays_and_datasets():
+    """log q(z) = logsumexp_c log N(z; mu_c, Sigma_c + eps I) (the unweighted mixture) and the
+    softmax entropy, against scipy; arrays and a batched dataset give the same scores."""
+    from scipy.special import logsumexp, softmax
+    from scipy.stats import entropy, multivariate_normal
+
+    model = _model(5)
+    x, y = _data(60, seed=6)
+    predictor = Predictor(model, chunk_size=16)
+    gmm = fit_gmm(predictor, (x, y), 3)
+    features, logits = (np.asarray(a, np.float64) for a in predictor.features_and_logits(x[:20]))
+    covariances = gmm.covariances.numpy() + gmm.jitter * np.eye(gmm.dim)
+    oracle = logsumexp([multivariate_normal(m, c).logpdf(features)
+                        for m, c in zip(gmm.means.numpy(), covariances)], axis=0)
+    from_arrays = gmm_scores(predictor, gmm, (x[:20], y[:20]))
+    from_dataset = gmm_scores(model, gmm, tf.data.Dataset.from_tensor_slices(
+        (x[:20], y[:20])).batch(7))
+    for scores in (from_arrays, from_dataset):
+        np.testing.assert_allclose(scores["log_density"], oracle, rtol=1e-8)
+        np.testing.assert_allclose(scores["entropy"], entropy(softmax(logits, axis=1), axis=1),
+                                   rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(scores["logits"], logits, rtol=1e-6)
+        np.testing.assert_array_equal(scores["labels"], y[:20])
+        assert scores["log_density"].dtype == scores["entropy"].dtype == np.float64
 
 
 def test_ensemble_log_probs_is_the_log_mean_softmax():

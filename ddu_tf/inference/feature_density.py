@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from ddu_tf import uncertainty
 from ddu_tf.density import ClassConditionalGaussians, ClassStatistics
 from ddu_tf.density.distributed import distributed_class_statistics
 from ddu_tf.inference.predictor import as_predictor
@@ -62,4 +63,35 @@ def fit_gmm(model, data, num_classes: int, *, chunk_size: int = 512
     return ClassConditionalGaussians.from_statistics(stats)
 
 
-__all__ = ["fit_gmm"]
+def gmm_scores(model, gmm: ClassConditionalGaussians, data, *, chunk_size: int = 512) -> dict:
+    """DDU's two uncertainty scores of one data set, from one forward pass of the network.
+
+    Args:
+        model: a functional model with a ``"features"`` layer, or a
+            :class:`~ddu_tf.inference.Predictor` of one.
+        gmm: the fitted class-conditional Gaussians (e.g. of :func:`fit_gmm`).
+        data: ``(x [n, *input_shape], labels [n])`` arrays or a ``tf.data.Dataset`` of
+            ``(x, y)`` batches (preprocessed like the GMM's training data).
+        chunk_size: rows per compiled chunk when ``model`` is not a Predictor.
+
+    Returns:
+        dict of float64 / int64 NumPy arrays: ``"entropy"`` ``[n]`` softmax entropy (nats,
+        aleatoric, :func:`ddu_tf.uncertainty.softmax_entropy`), ``"log_density"`` ``[n]``
+        ``log q(z) = logsumexp_c log q(z|c)`` (nats, epistemic: low = uncertain, DDU Alg. 1
+        with the unweighted mixture of the original), ``"logits"`` ``[n, classes]`` and
+        ``"labels"`` ``[n]``.
+    """
+    predictor = as_predictor(model, chunk_size=chunk_size)
+    if isinstance(data, tf.data.Dataset):
+        features, logits, labels = predictor.dataset_features_and_logits(data)
+    else:
+        images, labels = data
+        features, logits = predictor.features_and_logits(images)
+        labels = np.asarray(labels, np.int64)
+    logits = np.asarray(logits, np.float64)
+    return {"entropy": uncertainty.softmax_entropy(logits).numpy(),
+            "log_density": gmm.log_density(np.asarray(features, np.float64)).numpy(),
+            "logits": logits, "labels": labels}
+
+
+__all__ = ["fit_gmm", "gmm_scores"]

@@ -32,6 +32,21 @@ def _classes(n=300):
 
 
 # ---- chunk draws ---------------------------------------------------------------------------
+def test_deterministic_ops_are_restored_after_the_block():
+    """The build's process-wide switch must not leak into what the process runs afterwards
+    (a bayesian_al run after an in-process build computed other floats than in a fresh one)."""
+    from tensorflow.python.framework import config as tf_config
+
+    assert not tf_config.is_op_determinism_enabled()
+    with ag.deterministic_ops():
+        assert tf_config.is_op_determinism_enabled()
+    assert not tf_config.is_op_determinism_enabled()
+    with pytest.raises(RuntimeError, match="inside"):
+        with ag.deterministic_ops():
+            raise RuntimeError("inside")
+    assert not tf_config.is_op_determinism_enabled()
+
+
 def test_chunk_draws_are_a_pure_function_of_seed_and_chunk():
     labels, classes = _classes()
     a = ag.chunk_draws(7, 3, SMALL, classes)

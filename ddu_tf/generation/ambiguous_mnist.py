@@ -45,8 +45,8 @@ and reconstruction statistics, one file per finished chunk, each written atomica
 killed run continues with the same call from the last finished chunk and loses nothing. Same
 config + same machine -> identical output bytes, whether or not the run was interrupted
 (`keras.utils.set_random_seed`, `tf.config.experimental.enable_op_determinism()` -- a
-process-wide switch --, NumPy generators seeded by ``[seed, stream, chunk]``, a fixed order,
-and the file writer of `ddu_tf.io.ambiguous_mnist`). Wall times are reported apart from the file
+process-wide switch, on during the build and restored after it by `deterministic_ops` --,
+NumPy generators seeded by ``[seed, stream, chunk]``, a fixed order, and the file writer of `ddu_tf.io.ambiguous_mnist`). Wall times are reported apart from the file
 (`AmbiguousSet.timings`), which holds only reproducible content. Checked with the full models
 and 262,144 candidates: a fresh build and two builds resumed after deleting chunk files gave
 the same SHA-256, and two trainings wrote byte-identical model files.
@@ -65,6 +65,7 @@ printed outputs of its notebook, as transcribed in REFERENCE.md section 2.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -743,7 +744,33 @@ def generate(mnist_images: np.ndarray, mnist_labels: np.ndarray,
         with tempfile.TemporaryDirectory(prefix="ddu_tf_amnist_") as tmp:
             return generate(mnist_images, mnist_labels, config, verbose, tmp, command)
     config.validate()
+    with deterministic_ops():
+        return _generate(mnist_images, mnist_labels, config, verbose, work_dir, command)
+
+
+@contextlib.contextmanager
+def deterministic_ops():
+    """TF's deterministic op implementations inside the block, the caller's setting after it.
+
+    ``tf.config.experimental.enable_op_determinism`` is process-wide and has no public
+    inverse: left on, it would change the floating-point results (and speed) of whatever the
+    process runs after a build (a model trained after ``download_and_prepare`` in the same
+    script). TF's own ``disable_op_determinism`` restores it; were that private function gone
+    in a future TF, the switch simply stays on, as before.
+    """
+    from tensorflow.python.framework import config as tf_config
+
+    was_on = getattr(tf_config, "is_op_determinism_enabled", lambda: True)()
     tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_on and hasattr(tf_config, "disable_op_determinism"):
+            tf_config.disable_op_determinism()
+
+
+def _generate(mnist_images, mnist_labels, config, verbose, work_dir, command):
+    """The body of :func:`generate` (validated config, a work directory, deterministic ops)."""
     t_start = time.time()
 
     def log(msg):

@@ -38,25 +38,22 @@ Example (a tiny smoke run)::
 import argparse
 import json
 import os
-import sys
 import time
 
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ddu_tf import cli  # noqa: E402
-from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,  # noqa: E402
+from ddu_tf import cli
+from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,
                                     FixedLengthSampler, atomic_write_text, bald, batchbald,
                                     check_acquisition_plan,
                                     fit_best_on_validation, initial_state, load_results,
                                     random_scores, selection_scores, stochastic_batch)
-from ddu_tf.inference import MCDropoutPredictor  # noqa: E402
-from ddu_tf.io.mnist_idx import load_idx_arrays  # noqa: E402
-from ddu_tf.models.bayesian_cnn import bayesian_cnn  # noqa: E402
-from ddu_tf.plotting import quantile_curves  # noqa: E402
-from ddu_tf.uncertainty import log_mean_prob  # noqa: E402
+from ddu_tf.inference import MCDropoutPredictor
+from ddu_tf.io.mnist_idx import load_idx_arrays
+from ddu_tf.models.bayesian_cnn import bayesian_cnn
+from ddu_tf.plotting import quantile_curves
+from ddu_tf.uncertainty import log_mean_prob
 
 METHODS = ("batchbald", "powerbald", "bald", "random")
 THRESHOLDS = (0.90, 0.95)

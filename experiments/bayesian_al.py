@@ -43,27 +43,24 @@ Example (a CPU-scale run)::
 import argparse
 import json
 import os
-import sys
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ddu_tf import cli, distribute  # noqa: E402
-from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,  # noqa: E402
+from ddu_tf import cli, distribute
+from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,
                                     atomic_write_text, check_acquisition_plan,
                                     class_mass_normalized, get_acquisition,
                                     harmonic_solution, harmonic_update, initial_state,
                                     load_results, mbr_expected_risk, random_scores,
                                     rbf_graph)
-from ddu_tf.inference import MCDropoutPredictor, Predictor  # noqa: E402
-from ddu_tf.io.atomic import atomic_write  # noqa: E402
-from ddu_tf.uncertainty import log_mean_prob  # noqa: E402
-from ddu_tf.io.mnist_idx import load_idx_arrays  # noqa: E402
-from ddu_tf.models.bayesian_cnn import (ALL_DECAY_LAYERS, AUTHORS_CODE_SHAPE,  # noqa: E402
+from ddu_tf.inference import MCDropoutPredictor, Predictor
+from ddu_tf.io.atomic import atomic_write
+from ddu_tf.uncertainty import log_mean_prob
+from ddu_tf.io.mnist_idx import load_idx_arrays
+from ddu_tf.models.bayesian_cnn import (ALL_DECAY_LAYERS, AUTHORS_CODE_SHAPE,
                                         AUTHORS_DECAY_LAYERS, PAPER_SHAPE, bayesian_cnn)
 
 ACQ_FUNC_CODES = {1: ["random"], 2: ["max_entropy"], 3: ["bald"], 4: ["var_ratios"],

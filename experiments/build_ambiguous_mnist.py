@@ -15,15 +15,12 @@ import dataclasses
 import json
 import os
 import pathlib
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ddu_tf import cli  # noqa: E402
-from ddu_tf.generation import ambiguous_mnist  # noqa: E402
-from ddu_tf.io import ambiguous_mnist as amnist_io  # noqa: E402
-from ddu_tf.io import mnist_idx  # noqa: E402
+from ddu_tf import cli
+from ddu_tf.generation import ambiguous_mnist
+from ddu_tf.io import ambiguous_mnist as amnist_io
+from ddu_tf.io import mnist_idx
 
 
 def parse_args(argv=None):

@@ -37,18 +37,15 @@ Example::
 import argparse
 import json
 import os
-import sys
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ddu_tf import cli, data  # noqa: E402  (importing ddu_tf registers the mnist1d builder)
-from ddu_tf.models import get_model  # noqa: E402
-from ddu_tf.io.atomic import atomic_write_text  # noqa: E402
+from ddu_tf import cli, data  # (importing ddu_tf registers the mnist1d builder)
+from ddu_tf.models import get_model
+from ddu_tf.io.atomic import atomic_write_text
 
 MODELS = ("logistic", "mlp", "cnn1d", "gru")
 MNIST_LENGTH = 28 * 28

@@ -21,15 +21,12 @@ Example::
 """
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ddu_tf import cli  # noqa: E402
-from ddu_tf.io import mnist1d, mnist_idx  # noqa: E402
+from ddu_tf import cli
+from ddu_tf.io import mnist1d, mnist_idx
 
 COLORS = np.array(["#a6cee3", "#1f78b4", "#b2df8a", "#33a02c", "#fb9a99",
                    "#e31a1c", "#fdbf6f", "#ff7f00", "#cab2d6", "#6a3d9a"])

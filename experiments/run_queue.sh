@@ -12,8 +12,8 @@
 # job is left (--wait: keeps polling the file every minute instead).
 #
 # QUEUE_TREE=<dir> runs the jobs in another checkout (a `git worktree` pinned at a tested
-# commit, whose results/ is a symlink to this one's), so that editing this tree never changes
-# the code of a study half-way. To move it on between two jobs, write the commit into
+# commit, whose results/ is a symlink to this one's; its directory is put first on
+# PYTHONPATH), so that editing this tree never changes the code of a study half-way. To move it on between two jobs, write the commit into
 # .queue/tree_commit: the runner calls experiments/update_queue_tree.sh before the next job.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +42,9 @@ while true; do
   fi
   echo "$(date -Is) start $name: $cmd"
   start=$(date +%s)
-  (cd "${QUEUE_TREE:-.}" && bash -c "$cmd")
+  # PYTHONPATH: the jobs import this checkout's (or QUEUE_TREE's) ddu_tf, not whatever
+  # checkout the venv's editable install points at
+  (cd "${QUEUE_TREE:-.}" && PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}" bash -c "$cmd")
   rc=$?
   took=$(( $(date +%s) - start ))
   if [ $rc -eq 0 ]; then

@@ -195,6 +195,9 @@ def build_parser():
     # Ours.
     p.add_argument("--output-dir", type=str, default="results/ddu_active_learning",
                    dest="output_dir")
+    p.add_argument("--report", action="store_true",
+                   help="only rebuild comparison_<dataset>.json / .png from the summary_*.json "
+                        "files in --output-dir (no data, no training)")
     p.add_argument("--data-dir", type=str, default=None, dest="data_dir",
                    help="Manual data folder (mnist/, ambiguous_mnist/); default $DDU_TF_DATA_DIR")
     p.add_argument("--ambiguous-config", type=str, default=None,
@@ -302,7 +305,7 @@ def run_config(args):
     """The flags that identify a run (its acquisitions): what resuming must match."""
     excluded = {"output_dir", "data_dir", "dataset_root", "tfds_data_dir", "num_runs",
                 "saved_model_path", "test_batch_size", "scoring_batch_size", "pretrain_epochs",
-                "strategy", "tpu", "dataset", *MEASUREMENT_KEYS}
+                "strategy", "tpu", "dataset", "report", *MEASUREMENT_KEYS}
     if not args.ambiguous:
         excluded.update(DIRTY_ONLY_KEYS)
     if args.val_size is not None:
@@ -481,6 +484,10 @@ def write_outputs(args, name, pool, run_paths, entropies, threshold_info, timing
 
 
 PAPER_SIZES = (100, 200, 300)
+WINDOW_ROUNDS = 5
+"""``accuracy_window``: the mean test accuracy of the rounds ending at a size, this many (a
+single round's accuracy of a network trained on a few hundred points moves by several points
+from one round to the next)."""
 PAPER_ACCURACY = {
     "mnist": {"300": {"softmax": 91.3, "gmm": 95.7, "ensemble": 94.3, "ensemble_mi": 96.3}},
     "dirty_mnist": {"100": {"softmax": 34, "gmm": 45, "ensemble": 33, "ensemble_mi": 40},
@@ -522,16 +529,22 @@ def paper_comparison(output_dir, dataset, sizes=PAPER_SIZES):
     rows = {}
     for s in summaries:
         runs = list(s["runs"].values())
-        row = {"name": s["name"], "accuracy": {}, "ambiguous_acquired_fraction": {}}
+        row = {"name": s["name"], "accuracy": {}, "accuracy_window": {},
+               "ambiguous_acquired_fraction": {}}
         for size in sizes:
-            accs, fracs = [], []
+            accs, windows, fracs = [], [], []
             for r in runs:
                 if size in r["num_labelled"]:
-                    accs.append(r["test_accuracy"][r["num_labelled"].index(size)])
+                    at = r["num_labelled"].index(size)
+                    accs.append(r["test_accuracy"][at])
+                    if at + 1 >= WINDOW_ROUNDS:
+                        windows.append(float(np.mean(
+                            r["test_accuracy"][at + 1 - WINDOW_ROUNDS:at + 1])))
                 after = r.get("size_after_acquisition", [])
                 if "ambiguous_fraction_gt_acquired_only" in r and size in after:
                     fracs.append(r["ambiguous_fraction_gt_acquired_only"][after.index(size)])
             row["accuracy"][str(size)] = _mean_se(accs)
+            row["accuracy_window"][str(size)] = _mean_se(windows)
             if dataset == "dirty_mnist":
                 row["ambiguous_acquired_fraction"][str(size)] = _mean_se(fracs)
         args = s["args"]
@@ -546,6 +559,8 @@ def paper_comparison(output_dir, dataset, sizes=PAPER_SIZES):
               "paper_note": "ResNet-18 + SN + mod, 20 -> 300 labels in steps of 5, 5 runs; "
                             "values read off the paper's figure (about +-2 points)",
               "ours_note": "mean +- standard error (sample std / sqrt(runs)) over the runs given; "
+                           "accuracy = the round at that size, accuracy_window = per run the "
+                           f"mean over the {WINDOW_ROUNDS} rounds ending at that size; "
                            "ambiguous fraction = ground-truth is_ambiguous among the acquired "
                            "samples (initial 20 excluded)"}
     _dump(os.path.join(output_dir, f"comparison_{dataset}.json"), result)
@@ -650,6 +665,14 @@ def plot_results(output_dir, dataset):
 # ----------------------------------------------------------------------------- main
 def main(argv=None):
     args = parse_args(argv)
+    if args.report:
+        dataset = "dirty_mnist" if args.ambiguous else "mnist"
+        if paper_comparison(args.output_dir, dataset) is None:
+            raise ValueError(f"Expected summary_*.json files of {dataset} runs in --output-dir. "
+                             f"Received: none in {args.output_dir!r}; run the acquisitions "
+                             "first (same flags without --report)")
+        print(f"wrote {os.path.join(args.output_dir, f'comparison_{dataset}.json')} and .png")
+        return None
     strategy = distribute.strategy_from_args(args)  # first: multi-worker needs it at startup
     sharding = strategy if args.strategy != "default" else None
     args.output_dir = distribute.worker_directory(strategy, args.output_dir)

@@ -442,10 +442,10 @@ def test_cpu_scale_flags_subset_the_scored_pool_validation_and_test(tmp_path, mo
 def test_paper_comparison_reports_accuracy_and_ambiguous_share_per_size(tmp_path,
                                                                         experiment_script):
     script = experiment_script("ddu_active_learning")
-    sizes = [20, 100, 200, 300]
+    sizes = list(range(20, 301, 5))  # 57 rounds, as the ResNet-18 runs
     runs = {}
     rng = np.random.default_rng(0)
-    accs = rng.uniform(30, 90, (3, 4))
+    accs = rng.uniform(30, 90, (3, len(sizes)))
     fracs = rng.uniform(0, 1, (3, 3))
     for r in range(3):
         runs[str(r)] = {"num_labelled": sizes, "test_accuracy": accs[r].tolist(),
@@ -457,8 +457,12 @@ def test_paper_comparison_reports_accuracy_and_ambiguous_share_per_size(tmp_path
     result = script.paper_comparison(str(tmp_path), "dirty_mnist")
     cell = result["ours"]["gmm"]["accuracy"]["200"]
     assert cell["runs"] == 3
-    np.testing.assert_allclose(cell["mean"], accs[:, 2].mean())
-    np.testing.assert_allclose(cell["standard_error"], accs[:, 2].std(ddof=1) / np.sqrt(3))
+    at = sizes.index(200)
+    np.testing.assert_allclose(cell["mean"], accs[:, at].mean())
+    np.testing.assert_allclose(cell["standard_error"], accs[:, at].std(ddof=1) / np.sqrt(3))
+    window = result["ours"]["gmm"]["accuracy_window"]["200"]  # rounds at 180, ..., 200
+    np.testing.assert_allclose(window["values"], accs[:, at - 4:at + 1].mean(axis=1))
+    np.testing.assert_allclose(window["mean"], accs[:, at - 4:at + 1].mean())
     np.testing.assert_allclose(result["ours"]["gmm"]["ambiguous_acquired_fraction"]["300"]["mean"],
                                fracs[:, 2].mean())
     assert result["paper"]["300"] == {"softmax": 52, "gmm": 75, "ensemble": 55, "ensemble_mi": 70}
@@ -466,6 +470,12 @@ def test_paper_comparison_reports_accuracy_and_ambiguous_share_per_size(tmp_path
     assert json.loads((tmp_path / "comparison_dirty_mnist.json").read_text()) == result
     assert (tmp_path / "comparison_dirty_mnist.png").stat().st_size > 0
     assert script.paper_comparison(str(tmp_path), "mnist") is None
+    (tmp_path / "comparison_dirty_mnist.json").unlink()
+    report = ["--seed", "1", "--report", "--output-dir", str(tmp_path)]
+    assert script.main([*report, "-ambiguous"]) is None
+    assert json.loads((tmp_path / "comparison_dirty_mnist.json").read_text()) == result
+    with pytest.raises(ValueError, match="Expected summary_.*Received: none"):
+        script.main(report)  # MNIST: no such runs there
 
 
 # ----------------------------------------------------------------------------- issue 19 item 3

@@ -46,7 +46,8 @@ killed run continues with the same call from the last finished chunk and loses n
 config + same machine -> identical output bytes, whether or not the run was interrupted
 (`keras.utils.set_random_seed`, `tf.config.experimental.enable_op_determinism()` -- a
 process-wide switch, on during the build and restored after it by `deterministic_ops` --,
-NumPy generators seeded by ``[seed, stream, chunk]``, a fixed order, and the file writer of `ddu_tf.io.ambiguous_mnist`). Wall times are reported apart from the file
+NumPy generators seeded by ``[seed, stream, chunk]``, a fixed order, and the file writer of
+`ddu_tf.io.ambiguous_mnist`). Wall times are reported apart from the file
 (`AmbiguousSet.timings`), which holds only reproducible content. Checked with the full models
 and 262,144 candidates: a fresh build and two builds resumed after deleting chunk files gave
 the same SHA-256, and two trainings wrote byte-identical model files.

@@ -10,7 +10,7 @@
 # ResNet-18+SN trained 50 epochs). Resumable: re-run the same command after an interruption.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export DDU_TF_DATA_DIR="${DDU_TF_DATA_DIR:-../shared/data}"
+: "${DDU_TF_DATA_DIR:?set DDU_TF_DATA_DIR to the directory holding mnist/ (the IDX files)}"; export DDU_TF_DATA_DIR
 TFDS_FLAG=""
 if [ -n "${TFDS_AMB_DIR:-}" ]; then TFDS_FLAG="--tfds-data-dir $TFDS_AMB_DIR"; fi
 COMMON="--seed 1 --model lenet -e 4 --acquisition-batch-size 10 --max-training-samples 100 \

@@ -17,7 +17,7 @@
 # Usage: run_dirty_mnist_resnet18.sh softmax|gmm   (resumable per round: re-run after a stop)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export DDU_TF_DATA_DIR="${DDU_TF_DATA_DIR:-../shared/data}"
+: "${DDU_TF_DATA_DIR:?set DDU_TF_DATA_DIR to the directory holding mnist/ (the IDX files)}"; export DDU_TF_DATA_DIR
 AL_TYPE="${1:?usage: $0 softmax|gmm}"
 OUT=results/ddu_active_learning/dirty_mnist_resnet18
 mkdir -p "$OUT/logs"

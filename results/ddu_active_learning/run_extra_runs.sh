@@ -4,7 +4,7 @@
 # the finished run 0 and adds runs 1 and 2. (The ensembles stay at 1 run: 5x the cost.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export DDU_TF_DATA_DIR="${DDU_TF_DATA_DIR:-../shared/data}"
+: "${DDU_TF_DATA_DIR:?set DDU_TF_DATA_DIR to the directory holding mnist/ (the IDX files)}"; export DDU_TF_DATA_DIR
 PY=.venv/bin/python
 MNIST="--seed 1 --model lenet -e 4 --acquisition-batch-size 10 --max-training-samples 100 \
   --pool-size 10000 --num-runs 3 --output-dir results/ddu_active_learning/mnist"

@@ -5,7 +5,7 @@
 # (experiments/ddu_active_learning.py: small_resnet). Otherwise the scale of run_mnist.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export DDU_TF_DATA_DIR="${DDU_TF_DATA_DIR:-../shared/data}"
+: "${DDU_TF_DATA_DIR:?set DDU_TF_DATA_DIR to the directory holding mnist/ (the IDX files)}"; export DDU_TF_DATA_DIR
 COMMON="--seed 1 --model small_resnet -sn -mod --coeff 3.0 -e 4 --acquisition-batch-size 10 \
   --max-training-samples 100 --pool-size 10000 --num-runs 1 \
   --output-dir results/ddu_active_learning/mnist_sn_resnet"

@@ -5,7 +5,7 @@
 # Paths are relative to the repository root; override DDU_TF_DATA_DIR, TFDS_DATA_DIR, RUNS.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export DDU_TF_DATA_DIR=${DDU_TF_DATA_DIR:-../shared/data}     # MNIST / Fashion-MNIST IDX files
+: "${DDU_TF_DATA_DIR:?set DDU_TF_DATA_DIR to the directory holding mnist/ and fashion_mnist/ (IDX files)}"; export DDU_TF_DATA_DIR
 export TFDS_DATA_DIR=${TFDS_DATA_DIR:-runs/tfds}              # built ambiguous_mnist/generated, dirty_mnist/generated
 export TF_CPP_MIN_LOG_LEVEL=2
 PY=${PY:-.venv/bin/python}

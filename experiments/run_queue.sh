@@ -13,8 +13,9 @@
 #
 # QUEUE_TREE=<dir> runs the jobs in another checkout (a `git worktree` pinned at a tested
 # commit, whose results/ is a symlink to this one's; its directory is put first on
-# PYTHONPATH), so that editing this tree never changes the code of a study half-way. To move it on between two jobs, write the commit into
-# .queue/tree_commit: the runner calls experiments/update_queue_tree.sh before the next job.
+# PYTHONPATH), so that editing this tree never changes the code of a study half-way. To move
+# it on between two jobs, write the commit into .queue/tree_commit: the runner calls
+# experiments/update_queue_tree.sh before the next job.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 QUEUE=${QUEUE:-results/queue.txt}

@@ -256,3 +256,39 @@ def test_search_jitter_with_classes_needing_different_jitters(chunk_bytes):
     for c in range(3):
         np.testing.assert_allclose(chol.numpy()[c] @ chol.numpy()[c].T,
                                    covariances[c] + eps * np.eye(6), rtol=1e-10, atol=1e-12)
+
+
+def test_jitter_search_holds_back_tf_cholesky_warnings():
+    # 10 samples per class in 20 dimensions: every class covariance is singular, so the
+    # search factorises failing matrices and TF's C++ kernel logs one line per failure (seen
+    # with TF's default C++ log level, hence a subprocess: conftest raises the level).
+    import os
+    import subprocess
+    import sys
+    code = (
+        "import logging, numpy as np\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "from ddu_tf.density import ClassConditionalGaussians\n"
+        "rng = np.random.default_rng(4)\n"
+        "g = ClassConditionalGaussians.fit(rng.normal(size=(30, 20)), np.arange(30) % 3, 3)\n"
+        "print(g.jitter)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=300, check=True)
+    assert float(run.stdout.split()[-1]) > 0.0
+    assert "Cholesky decomposition was not successful" not in run.stderr
+    counts = [int(line.split("search: ")[1].split()[0]) for line in run.stderr.splitlines()
+              if "GMM jitter search" in line]
+    assert len(counts) == 1 and counts[0] >= 3  # the held-back lines, counted once
+
+
+def test_held_back_stderr_keeps_other_lines(capfd):
+    import os
+
+    from ddu_tf.density.gmm import _cholesky_warnings_counted
+    capfd.readouterr()
+    with _cholesky_warnings_counted() as failures:
+        os.write(2, b"W Cholesky decomposition was not successful. x\nkept line\n")
+    err = capfd.readouterr().err
+    assert failures == [1]
+    assert "kept line" in err and "Cholesky" not in err

@@ -46,7 +46,11 @@ def test_split_equals_full_pass_with_same_consistent_masks():
     model = _branchy_model()
     x = _x(13)
     kwargs = dict(num_samples=7, consistent_masks=True, seed=5)
-    split = MCDropoutPredictor(model, chunk_size=4, **kwargs).log_probs(x).numpy()
+    predictor = MCDropoutPredictor(model, chunk_size=4, **kwargs)
+    # the frontier is the conv output (read only by the spatial dropout: passed untiled and
+    # broadcast against the masks) and the skip (read by Concatenate: tiled)
+    assert sorted(predictor._untiled) == [False, True]
+    split = predictor.log_probs(x).numpy()
     full = MCDropoutPredictor(model, chunk_size=13, split=False, **kwargs).log_probs(x).numpy()
     assert split.shape == (7, 13, 4)
     np.testing.assert_allclose(split, full, atol=1e-5)

@@ -36,7 +36,11 @@ of the whole feature array; scoring multiplies by the precomputed inverse factor
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -46,6 +50,7 @@ from scipy.linalg import lapack
 from ddu_tf.density.statistics import ClassStatistics
 
 tfd = tfp.distributions
+_LOGGER = logging.getLogger(__name__)
 
 #: The original's jitter ladder: ``[0, tiny(float64), 1e-308, 1e-307, ..., 1e-1]`` (310 values).
 JITTER_LADDER = np.array(
@@ -53,6 +58,41 @@ JITTER_LADDER = np.array(
 )
 
 _CHUNK_BYTES = 64 * 2**20
+
+
+_CHOLESKY_FAILURE = b"Cholesky decomposition was not successful"
+
+
+@contextlib.contextmanager
+def _cholesky_warnings_counted():
+    """Hold back TensorFlow's C++ warning for each failed Cholesky inside the block.
+
+    The CPU kernel logs one line per failed matrix to file descriptor 2, which the jitter
+    search provokes on purpose (thousands of lines for one fit on rank-deficient features).
+    File descriptor 2 is pointed at a temporary file for the block; afterwards every other
+    line is written back to the real stderr unchanged, and the failures are reported as
+    one count. Yields a one-element list that receives that count.
+    """
+    count = [0]
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable fd 2: leave logging alone
+        yield count
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield count
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().splitlines(keepends=True)
+            count[0] = sum(_CHOLESKY_FAILURE in line for line in lines)
+            other = b"".join(line for line in lines if _CHOLESKY_FAILURE not in line)
+            if other:
+                os.write(2, other)
 
 
 def _lower_factors(matrices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -83,7 +123,20 @@ def search_jitter(covariances, ladder=JITTER_LADDER, chunk_bytes: int = _CHUNK_B
     Raises:
       ValueError: if no jitter in the ladder works (e.g. NaN/Inf covariances or a scale so
         large that 0.1 is negligible); rescale the features.
+
+    TensorFlow's C++ warning for each failed factorisation is held back (see
+    :func:`_cholesky_warnings_counted`); their number is logged once at INFO level.
     """
+    with _cholesky_warnings_counted() as failures:
+        eps, scale_tril = _search_jitter(covariances, ladder, chunk_bytes)
+    if failures[0]:
+        _LOGGER.info("GMM jitter search: %d Cholesky factorisations failed on the way to "
+                     "eps = %g (expected for singular covariances).", failures[0], eps)
+    return eps, scale_tril
+
+
+def _search_jitter(covariances, ladder, chunk_bytes):
+    """The body of :func:`search_jitter` (same arguments, results and errors)."""
     cov = tf.convert_to_tensor(covariances, tf.float64)
     if cov.shape.rank != 3 or cov.shape[-1] != cov.shape[-2]:
         raise ValueError(

@@ -135,18 +135,27 @@ def _per_example_noise_shape(layer, x_static_shape, rest_dynamic):
                      for i, dim in enumerate(static)])
 
 
-def apply_noise(layer, x, num_samples, seed, consistent):
+def apply_noise(layer, x, num_samples, seed, consistent, broadcast=False):
     """Apply ``layer``'s training-time noise to ``x`` = ``[T * batch, ...]`` (T-major).
 
     Masks have shape ``[T, 1, ...]`` (consistent: shared by the batch) or
     ``[T, batch, ...]``, drawn with stateless RNG from ``seed`` (int64 ``[2]``).
     Dropout uses inverted scaling ``mask / (1 - rate)`` as Keras does, so
     ``E[output] = input``.
+
+    With ``broadcast=True``, ``x`` is the untiled ``[batch, ...]`` (the same for all T
+    samples) and is broadcast against the masks instead of being copied T times first:
+    the output, ``[T * batch, ...]``, is identical to tiling ``x`` and calling with
+    ``broadcast=False``, one pass over the ``T * batch`` elements cheaper.
     """
-    shape = tf.shape(x)
-    rest = shape[1:]
-    xr = tf.reshape(x, tf.concat([[num_samples, -1], rest], axis=0))
-    batch = 1 if consistent else tf.shape(xr)[1]
+    rest = tf.shape(x)[1:]
+    out_shape = tf.concat([[-1], rest], axis=0)
+    if broadcast:
+        xr = x[None]
+        batch = 1 if consistent else tf.shape(x)[0]
+    else:
+        xr = tf.reshape(x, tf.concat([[num_samples, -1], rest], axis=0))
+        batch = 1 if consistent else tf.shape(xr)[1]
     per_example = _per_example_noise_shape(layer, x.shape, rest)
     noise_shape = tf.concat([[num_samples, batch], per_example], axis=0)
     if isinstance(layer, keras.layers.GaussianNoise):
@@ -157,7 +166,8 @@ def apply_noise(layer, x, num_samples, seed, consistent):
     else:
         keep_prob = 1.0 - float(layer.rate)
         if keep_prob >= 1.0:
-            return x
+            return tf.reshape(tf.broadcast_to(xr, tf.concat([[num_samples], tf.shape(xr)[1:]],
+                                                            axis=0)), out_shape)
         keep = bernoulli_mask(noise_shape, seed, keep_prob)
         if isinstance(layer, keras.layers.AlphaDropout):
             keep = tf.cast(keep, x.dtype)
@@ -167,7 +177,7 @@ def apply_noise(layer, x, num_samples, seed, consistent):
             out = a * (xr * keep + alpha_p * (1.0 - keep)) + b
         else:
             out = tf.where(keep, xr / tf.cast(keep_prob, x.dtype), tf.zeros([], x.dtype))
-    return tf.reshape(out, shape)
+    return tf.reshape(out, out_shape)
 
 
 def bernoulli_mask(shape, seed, keep_prob):
@@ -196,22 +206,30 @@ def _deterministic_call(op):
     return call
 
 
-def run_with_noise(graph, inputs, num_samples, seed, consistent, layer_index, chunk_index):
+def run_with_noise(graph, inputs, num_samples, seed, consistent, layer_index, chunk_index,
+                   untiled=()):
     """Run functional ``graph`` on T-tiled ``inputs`` with our stateless noise.
 
     Args:
         graph: functional keras.Model (the suffix or the full model).
-        inputs: tensor or list of tensors ``[T * batch, ...]``.
+        inputs: tensor or list of tensors ``[T * batch, ...]``, except those flagged in
+            ``untiled``.
         num_samples: T.
         seed: int64 ``[2]`` base seed.
         consistent: share masks across the batch (and across chunks).
         layer_index: ``{id(layer): k}`` index of each stochastic layer in the full model
             (so the split and unsplit paths draw identical masks).
         chunk_index: scalar int; folded into the seed unless ``consistent``.
+        untiled: one bool per input (default all False): True marks an input passed as
+            ``[batch, ...]`` without tiling, allowed when only stochastic layers consume it
+            (they broadcast it against their ``T`` masks, see :func:`apply_noise`).
 
     Returns:
         The graph's output ``[T * batch, ...]``.
     """
+    flat = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    untiled_ids = {id(t) for t, flag in zip(flat, untiled) if flag}
+
     def operation_fn(op):
         if not isinstance(op, STOCHASTIC_LAYER_TYPES):
             return _deterministic_call(op)
@@ -220,12 +238,27 @@ def run_with_noise(graph, inputs, num_samples, seed, consistent, layer_index, ch
             layer_seed = tf.random.experimental.stateless_fold_in(seed, layer_index[id(op)])
             if not consistent:
                 layer_seed = tf.random.experimental.stateless_fold_in(layer_seed, chunk_index)
-            return apply_noise(op, x, num_samples, layer_seed, consistent)
+            return apply_noise(op, x, num_samples, layer_seed, consistent,
+                               broadcast=id(x) in untiled_ids)
         return noisy
 
-    flat = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-    outputs = graph._run_through_graph(list(flat), operation_fn=operation_fn)
+    outputs = graph._run_through_graph(flat, operation_fn=operation_fn)
     return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def _consumed_only_by_noise(graph):
+    """Per input of functional ``graph``: True if every layer reading it is stochastic.
+
+    The noise layers read the input itself (no Keras op converts it in between), so it
+    can be passed untiled to :func:`run_with_noise`.
+    """
+    flags = []
+    for tensor in graph.inputs:
+        readers = [op for op in graph.operations for node in op._inbound_nodes
+                   if any(t is tensor for t in node.input_tensors)]
+        flags.append(bool(readers) and all(
+            isinstance(op, STOCHASTIC_LAYER_TYPES) for op in readers))
+    return flags
 
 
 def _max_activation_size(graph):
@@ -293,6 +326,10 @@ class MCDropoutPredictor(Predictor):
         self.split = bool(split)
         self.seed = self._seed_tensor(seed)
         self._layer_index = {id(layer): k for k, layer in enumerate(self.stochastic_layers)}
+        # Trunk outputs read only by stochastic layers go to the suffix untiled: the noise
+        # broadcasts them against its T masks (one fewer [T * chunk, ...] copy).
+        self._untiled = (_consumed_only_by_noise(self.suffix) if self.suffix is not None
+                         else [])
         noisy_graph = self.suffix if (self.split and self.suffix is not None) else model
         if chunk_size is None:
             per_point = self.num_samples * _max_activation_size(noisy_graph) * 4 * 2
@@ -332,8 +369,11 @@ class MCDropoutPredictor(Predictor):
         if self.split:
             trunk_out = self.trunk(xb, training=False)
             flat = trunk_out if isinstance(trunk_out, (list, tuple)) else [trunk_out]
-            logits = run_with_noise(self.suffix, [tile(h) for h in flat], t, seed,
-                                    self.consistent_masks, self._layer_index, chunk_index)
+            logits = run_with_noise(
+                self.suffix, [h if only_noise else tile(h)
+                              for h, only_noise in zip(flat, self._untiled)],
+                t, seed, self.consistent_masks, self._layer_index, chunk_index,
+                untiled=self._untiled)
         else:
             logits = run_with_noise(self.model, tile(xb), t, seed, self.consistent_masks,
                                     self._layer_index, chunk_index)

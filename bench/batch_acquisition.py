@@ -76,8 +76,8 @@ def main(argv=None):
     flop_power = 6 * args.pool * args.samples * classes
     size = f"{args.pool} points x K = {args.samples} x C = {classes}, b = {args.batch}"
     baal_name = (f"baal {machine['versions']['baal']}" if reference is not None else None)
-    note = ("machine loaded by the experiment queue (nice -n 19)"
-            + ("" if reference is not None else "; baal not installed: no reference row"))
+    # (the load of the machine during the run is in "machine": load average at start and end)
+    note = None if reference is not None else "baal not installed: no reference row"
     rows = [
         common.row(f"BatchBALD, {size}, M = {args.configurations}", "ddu_tf",
                    timings["ours_batchbald"], baal_name,
@@ -85,7 +85,7 @@ def main(argv=None):
                    precision="float64", note=note),
         common.row(f"PowerBALD, {size}", "ddu_tf", timings["ours_powerbald"], baal_name,
                    timings.get("baal_powerbald"), flop_power, peaks["float64"],
-                   precision="float64", note=note + "; elementwise, bound is a loose floor"),
+                   precision="float64", note="; ".join(filter(None, [note, "elementwise, bound is a loose floor"]))),
     ]
     common.write_result("batch_acquisition", {
         "config": vars(args), "configurations_per_step": configurations,

@@ -8,14 +8,15 @@ Same input for both: ``K = 100`` MC log-probabilities of a ``--pool``-point pool
   compiled) vs ``baal.active.heuristics.BatchBALD(10, num_draw=M)`` (always M sampled
   configurations, NumPy/torch). baal holds the sampled configurations of the whole pool at
   once (~28 MB per point at K = 100, M = 1000: out of memory at 2000 points on 24 GB), so
-  the comparison runs at ``--reference-pool`` points; ours is also timed at ``--pool``. FLOP bound: the GEMMs ours does, ``sum_n 2 N K J_n C``, at
-  the float64 matmul peak measured in the same run.
+  the comparison runs at ``--reference-pool`` points; ours is also timed at ``--pool``.
+  FLOP bound: the GEMMs ours does, ``sum_n 2 N K J_n C``, at the float64 matmul peak
+  measured in the same run.
 * PowerBALD: ours ``get_batch_acquisition("powerbald")`` (BALD + Gumbel-top-k) vs
   ``baal.active.heuristics.PowerBALD(10)``; elementwise work (~6 FLOP per K x N x C entry:
   exp, products, sums), so its "bound" is that count at the float64 peak, a loose floor.
 
 baal is optional (``bench`` extra): without it only our rows are written, with a note.
-Usage: ``python bench/batch_acquisition.py [--pool 2000 --reference-pool 100 --configurations 1000]``.
+Usage: ``python bench/batch_acquisition.py [--pool 2000 --reference-pool 100]``.
 Writes ``results/bench/batch_acquisition.json``.
 """
 import argparse

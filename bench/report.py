@@ -25,6 +25,8 @@ minimum over the repeats (median in brackets; the files hold every run). *Speed-
 reference time / ours; *bound* is the FLOP count of the work at that matmul peak, and
 *ours / bound* how far ours is from it (1.0 = at the peak). The machine is shared with a
 queue of experiment runs: each file records the load average at the start and end of its run.
+Files of different dates may come from different machines of the same kind (the CPU flags
+and peaks below differ): compare ratios within a file, not absolute times across files.
 """
 
 

@@ -150,12 +150,8 @@ def apply_noise(layer, x, num_samples, seed, consistent, broadcast=False):
     """
     rest = tf.shape(x)[1:]
     out_shape = tf.concat([[-1], rest], axis=0)
-    if broadcast:
-        xr = x[None]
-        batch = 1 if consistent else tf.shape(x)[0]
-    else:
-        xr = tf.reshape(x, tf.concat([[num_samples, -1], rest], axis=0))
-        batch = 1 if consistent else tf.shape(xr)[1]
+    xr = x[None] if broadcast else tf.reshape(x, tf.concat([[num_samples, -1], rest], axis=0))
+    batch = 1 if consistent else tf.shape(xr)[1]
     per_example = _per_example_noise_shape(layer, x.shape, rest)
     noise_shape = tf.concat([[num_samples, batch], per_example], axis=0)
     if isinstance(layer, keras.layers.GaussianNoise):

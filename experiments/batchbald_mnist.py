@@ -46,7 +46,7 @@ import tensorflow as tf
 from ddu_tf import cli
 from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,
                                     FixedLengthSampler, atomic_write_text, bald, batchbald,
-                                    check_acquisition_plan,
+                                    check_acquisition_plan, first_reaching,
                                     fit_best_on_validation, initial_state, load_results,
                                     random_scores, selection_scores, stochastic_batch)
 from ddu_tf.inference import MCDropoutPredictor
@@ -216,12 +216,11 @@ def run_one(args, data, method, seed):
     return loop.run()
 
 
-def first_reaching(history, threshold):
+def labels_to_reach(history, threshold):
     """Training-set size of the first round with test accuracy >= threshold, else inf."""
-    for record in history:
-        if record["metrics"]["test/accuracy"] >= threshold:
-            return float(record["num_labelled"])
-    return float("inf")
+    size = first_reaching([r["num_labelled"] for r in history],
+                          [r["metrics"]["test/accuracy"] for r in history], threshold)
+    return float("inf") if size is None else float(size)
 
 
 def quartiles_text(values, max_labels):
@@ -255,7 +254,7 @@ def summarise(args):
                "round_seconds_mean": float(np.mean([r["round_seconds"] for h in histories
                                                     for r in h[:length]]))}
         for threshold in THRESHOLDS:
-            marks = [first_reaching(h[:length], threshold) for h in histories]
+            marks = [labels_to_reach(h[:length], threshold) for h in histories]
             key = f"labels_to_{int(threshold * 100)}pct"
             row[key] = [None if not np.isfinite(v) else v for v in marks]
             row[key + "_quartiles"] = quartiles_text(marks, largest)

@@ -52,7 +52,8 @@ import tensorflow as tf
 from ddu_tf import cli, distribute
 from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,
                                     atomic_write_text, check_acquisition_plan,
-                                    class_mass_normalized, get_acquisition,
+                                    class_mass_normalized, first_reaching, get_acquisition,
+                                    mean_std_over_runs,
                                     harmonic_solution, harmonic_update, initial_state,
                                     load_results, mbr_expected_risk, random_scores,
                                     rbf_graph)
@@ -547,21 +548,11 @@ def run_one(args, data, run_name, acquisition, determ, seed, strategy=None):
     return loop.run()
 
 
-def first_reaching(history, max_error, key="test/error"):
+def images_to_error(history, max_error, key="test/error"):
     """Acquired images at the first round whose ``key`` is <= ``max_error`` (None if never)."""
-    for record in history:
-        if record["metrics"][key] <= max_error:
-            return record["num_acquired"]
-    return None
-
-
-def mean_std(values):
-    """``(mean, std)`` over seeds; std is the sample standard deviation (ddof 1), None for
-    one seed; ``(None, None)`` if any value is None (a seed that never got there)."""
-    if not values or any(v is None for v in values):
-        return None, None
-    values = np.asarray(values, np.float64)
-    return float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else None)
+    return first_reaching([r["num_acquired"] for r in history],
+                          [r["metrics"][key] for r in history], max_error,
+                          higher_is_better=False)
 
 
 def collect_runs(exp_dir):
@@ -589,16 +580,16 @@ def summarise_runs(saved_runs, error_key="test/error"):
     row = {"seeds": [saved["config"]["seed"] for saved in saved_runs],
            "rounds_done": rounds, "acquired_last": [h[-1]["num_acquired"] for h in histories]}
     for name, threshold in (("to_10pct_error", 0.10), ("to_5pct_error", 0.05)):
-        per_seed = [first_reaching(h, threshold, error_key) for h in histories]
+        per_seed = [images_to_error(h, threshold, error_key) for h in histories]
         row[name] = {"per_seed": per_seed}
         # a seed still running that has not got there yet leaves the mean open
-        row[name]["mean"], row[name]["std"] = mean_std(per_seed)
+        row[name]["mean"], row[name]["std"] = mean_std_over_runs(per_seed)
     row["error_pct_at"] = {}
     for acquired in REPORT_ACQUIRED:
         errors = [100 * r["metrics"][error_key] for h in histories for r in h
                   if r["num_acquired"] == acquired]
         if errors:
-            mean, std = mean_std(errors)
+            mean, std = mean_std_over_runs(errors)
             row["error_pct_at"][str(acquired)] = {"mean": mean, "std": std,
                                                   "seeds": len(errors)}
     minutes = [sum(r["round_seconds"] for r in h) / 60 for h in histories]
@@ -788,6 +779,13 @@ def write_report(args):
             sections.append(f"## {title}\n")
             sections.append("\n".join(table_lines(table, 1)) + "\n")
             sections.append(f"![test accuracy]({variant}/exp1/test_accuracy.png)\n")
+    if os.path.exists(os.path.join(root, "authors_curves", "README.md")):
+        sections.append(
+            "## The authors' released Keras curves\n\n"
+            "Experiment 1 beside the test accuracies the authors' repository keeps for its "
+            "Keras runs (`Results/Queries=10/*.npy`) and the paper's Table 1, with the same "
+            "statistic: [authors_curves/README.md](authors_curves/README.md) "
+            "(`experiments/dbal_authors_curves.py`).\n")
     lines = protocol_lines(root)
     if lines:
         sections.append(

@@ -38,8 +38,8 @@ def test_quartiles_of_threshold_marks(experiment_script):
     script = experiment_script("batchbald_mnist")
     history = [{"num_labelled": n, "metrics": {"test/accuracy": a}}
                for n, a in [(20, 0.5), (30, 0.91), (40, 0.96)]]
-    assert script.first_reaching(history, 0.9) == 30
-    assert script.first_reaching(history, 0.97) == np.inf
+    assert script.labels_to_reach(history, 0.9) == 30
+    assert script.labels_to_reach(history, 0.97) == np.inf
     # numpy's linear quantiles of [70, 90, 110, 130]: 85 / 100 / 115
     assert script.quartiles_text([70, 90, 110, 130], 300) == "85/100/115"
     assert script.quartiles_text([70, 90, np.inf], 300) == "80/90/>300"

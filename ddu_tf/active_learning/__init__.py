@@ -21,6 +21,7 @@ from ddu_tf.active_learning.batch_acquisition import (BATCH_ACQUISITION_FUNCTION
                                                       batchbald, joint_entropy,
                                                       selection_scores, stochastic_batch,
                                                       stochastic_probabilities)
+from ddu_tf.active_learning.curves import first_reaching, mean_std_over_runs
 from ddu_tf.active_learning.loop import (ActiveLearningLoop, check_acquisition_plan,
                                          load_results)
 from ddu_tf.active_learning.pool import PoolState, atomic_write_text, initial_state
@@ -34,11 +35,11 @@ __all__ = [
     "CompiledTrainer", "FixedLengthSampler", "MCDropoutPredictor", "PermutationSampler",
     "PoolState", "atomic_write_text", "bald", "batchbald", "check_acquisition_plan",
     "class_mass_normalized",
-    "entropy_from_log_probs", "fit_best_on_validation", "fixed_length_indices",
+    "entropy_from_log_probs", "first_reaching", "fit_best_on_validation", "fixed_length_indices",
     "get_acquisition", "get_batch_acquisition", "harmonic_solution", "harmonic_update",
     "initial_state",
     "joint_entropy", "load_results", "log_mean_prob", "max_entropy", "mbr_expected_risk",
-    "mean_std", "model_flops", "random_scores", "rbf_graph", "select_top_k",
+    "mean_std", "mean_std_over_runs", "model_flops", "random_scores", "rbf_graph", "select_top_k",
     "selection_scores", "split_at_first_stochastic", "stochastic_batch",
     "stochastic_probabilities", "variation_ratios",
 ]

@@ -46,7 +46,7 @@ import tensorflow as tf
 from ddu_tf import cli
 from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,
                                     FixedLengthSampler, atomic_write_text, bald, batchbald,
-                                    check_acquisition_plan, first_reaching,
+                                    check_acquisition_plan, collect_results, first_reaching,
                                     fit_best_on_validation, initial_state, load_results,
                                     random_scores, selection_scores, stochastic_batch)
 from ddu_tf.inference import MCDropoutPredictor
@@ -232,14 +232,9 @@ def quartiles_text(values, max_labels):
 
 def summarise(args):
     """Aggregate every ``<method>_seed<s>/results.json`` under ``--result-dir``."""
-    runs = {}
     directory = args.result_dir
-    for entry in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
-        path = os.path.join(directory, entry, "results.json")
-        if "_seed" in entry and os.path.exists(path):
-            history = load_results(path)["history"]
-            if history:
-                runs.setdefault(entry.rsplit("_seed", 1)[0], []).append(history)
+    runs = {method: [saved["history"] for saved in saved_runs]
+            for method, saved_runs in collect_results(directory).items()}
     table, curves = {}, {}
     for method in [m for m in METHODS if m in runs] + sorted(set(runs) - set(METHODS)):
         histories = runs[method]

@@ -52,7 +52,7 @@ import tensorflow as tf
 from ddu_tf import cli, distribute
 from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,
                                     atomic_write_text, check_acquisition_plan,
-                                    class_mass_normalized, first_reaching, get_acquisition,
+                                    class_mass_normalized, collect_results, first_reaching, get_acquisition,
                                     mean_std_over_runs,
                                     harmonic_solution, harmonic_update, initial_state,
                                     load_results, mbr_expected_risk, random_scores,
@@ -555,19 +555,6 @@ def images_to_error(history, max_error, key="test/error"):
                           higher_is_better=False)
 
 
-def collect_runs(exp_dir):
-    """``{run_name: [results dict of each seed]}`` of the runs under ``exp_dir`` (seed order)."""
-    runs = {}
-    entries = sorted(os.listdir(exp_dir)) if os.path.isdir(exp_dir) else []
-    for entry in entries:
-        path = os.path.join(exp_dir, entry, "results.json")
-        if "_seed" in entry and os.path.exists(path):
-            saved = load_results(path)
-            if saved["history"]:
-                runs.setdefault(entry.rsplit("_seed", 1)[0], []).append(saved)
-    return runs
-
-
 REPORT_ACQUIRED = (100, 200, 300, 500, 1000)
 """Acquired-image counts whose test error the tables list."""
 
@@ -670,7 +657,7 @@ def summarise(args, exp_dir=None, experiment=None):
     """
     experiment = args.experiment if experiment is None else experiment
     exp_dir = exp_dir or os.path.join(args.result_dir, f"exp{experiment}")
-    runs = collect_runs(exp_dir)
+    runs = collect_results(exp_dir)
     table = {name: summarise_runs(saved) for name, saved in runs.items()}
     os.makedirs(exp_dir, exist_ok=True)
     if runs:
@@ -725,7 +712,7 @@ def protocol_lines(result_dir):
     """Test error (%) of the ``protocol/`` Random runs: MC-averaged vs deterministic pass."""
     lines = []
     for name, label in PROTOCOL_DIRS.items():
-        runs = collect_runs(os.path.join(result_dir, "protocol", name, "exp1"))
+        runs = collect_results(os.path.join(result_dir, "protocol", name, "exp1"))
         for run_name, saved_runs in runs.items():
             for saved in saved_runs:
                 history = saved["history"]
@@ -764,7 +751,7 @@ def write_report(args):
     }
     for experiment in (1, 2, 3, 4):
         exp_dir = os.path.join(root, f"exp{experiment}")
-        if not collect_runs(exp_dir):
+        if not collect_results(exp_dir):
             continue
         table = summarise(args, exp_dir, experiment)
         sections.append(f"## {titles[experiment]}\n")
@@ -774,7 +761,7 @@ def write_report(args):
         sections.append(f"![test accuracy](exp{experiment}/test_accuracy.png)\n")
     for variant, title in VARIANTS.items():
         exp_dir = os.path.join(root, variant, "exp1")
-        if collect_runs(exp_dir):
+        if collect_results(exp_dir):
             table = summarise(args, exp_dir, 1)
             sections.append(f"## {title}\n")
             sections.append("\n".join(table_lines(table, 1)) + "\n")

@@ -35,7 +35,7 @@ import os
 import numpy as np
 
 from ddu_tf import cli
-from ddu_tf.active_learning import (atomic_write_text, first_reaching, load_results,
+from ddu_tf.active_learning import (atomic_write_text, collect_results, first_reaching,
                                     mean_std_over_runs)
 from ddu_tf.io.atomic import atomic_write
 
@@ -121,19 +121,12 @@ def curve_stats(acquired, accuracy):
     return stats
 
 
-def our_curves(result_dir, function):
-    """``[(seed, acquired, accuracy)]`` of our Experiment-1 runs of ``function``."""
-    exp_dir = os.path.join(result_dir, "exp1")
-    runs = []
-    for entry in sorted(os.listdir(exp_dir)) if os.path.isdir(exp_dir) else []:
-        path = os.path.join(exp_dir, entry, "results.json")
-        if entry.rsplit("_seed", 1)[0] == function and os.path.exists(path):
-            saved = load_results(path)
-            history = saved["history"]
-            if history:
-                runs.append((saved["config"]["seed"], [r["num_acquired"] for r in history],
-                             [1 - r["metrics"]["test/error"] for r in history]))
-    return runs
+def our_curves(runs, function):
+    """``[(seed, acquired, accuracy)]`` of our Experiment-1 runs of ``function``
+    (``runs``: :func:`ddu_tf.active_learning.collect_results` of ``<result-dir>/exp1``)."""
+    return [(saved["config"]["seed"], [r["num_acquired"] for r in saved["history"]],
+             [1 - r["metrics"]["test/error"] for r in saved["history"]])
+            for saved in runs.get(function, [])]
 
 
 def _mean_std(values):
@@ -141,7 +134,7 @@ def _mean_std(values):
     return None if mean is None else {"mean": mean, "std": std}
 
 
-def compare(authors, result_dir):
+def compare(authors, runs):
     """Per function: the paper's Table 1, each authors' file and our seeds (mean, std)."""
     table = {}
     for function in FUNCTIONS:
@@ -149,9 +142,9 @@ def compare(authors, result_dir):
                "authors": {name: curve_stats(c["acquired"], c["accuracy"])
                            for name, c in authors["curves"].items()
                            if c["function"] == function}}
-        runs = our_curves(result_dir, function)
-        if runs:
-            per_seed = {seed: curve_stats(acq, acc) for seed, acq, acc in runs}
+        ours_runs = our_curves(runs, function)
+        if ours_runs:
+            per_seed = {seed: curve_stats(acq, acc) for seed, acq, acc in ours_runs}
             ours = {"seeds": sorted(per_seed), "per_seed": per_seed}
             for key, _ in THRESHOLDS:
                 ours[f"to_{key}_error"] = _mean_std([s[f"to_{key}_error"]
@@ -203,7 +196,7 @@ def table_lines(table):
     return lines
 
 
-def plot(table, authors, result_dir, path):
+def plot(table, authors, runs, path):
     """Test accuracy vs acquired images: ours (mean, band +-1 std) and the authors' files."""
     import matplotlib
     matplotlib.use("Agg")
@@ -213,15 +206,15 @@ def plot(table, authors, result_dir, path):
     fig = plt.figure(figsize=(8, 5))
     x_max = 300
     for function in table:
-        runs = our_curves(result_dir, function)
-        if runs:
-            length = min(len(acq) for _, acq, _ in runs)
-            acquired = np.asarray(runs[0][1][:length])
-            acc = np.array([a[:length] for _, _, a in runs])
+        curves = our_curves(runs, function)
+        if curves:
+            length = min(len(acq) for _, acq, _ in curves)
+            acquired = np.asarray(curves[0][1][:length])
+            acc = np.array([a[:length] for _, _, a in curves])
             x_max = max(x_max, int(acquired[-1]))
             plt.plot(acquired, acc.mean(0), color=colors[function],
-                     label=f"{function}, ours ({len(runs)} seeds)")
-            if len(runs) > 1:
+                     label=f"{function}, ours ({len(curves)} seeds)")
+            if len(curves) > 1:
                 std = acc.std(0, ddof=1)
                 plt.fill_between(acquired, acc.mean(0) - std, acc.mean(0) + std, alpha=0.2,
                                  color=colors[function], linewidth=0)
@@ -282,10 +275,11 @@ def main(argv=None):
         raise FileNotFoundError(
             f"Expected the imported authors' curves {imported}. Received: no such file. Run "
             "once with --authors-dir <clone>/MC_Dropout_Keras/Results/Queries=10.")
-    table = compare(authors, args.result_dir)
+    runs = collect_results(os.path.join(args.result_dir, "exp1"))
+    table = compare(authors, runs)
     atomic_write_text(os.path.join(args.output_dir, "comparison.json"),
                       json.dumps(table, indent=2) + "\n")
-    plot(table, authors, args.result_dir, os.path.join(args.output_dir, "comparison.png"))
+    plot(table, authors, runs, os.path.join(args.output_dir, "comparison.png"))
     text = write_readme(table, authors, os.path.join(args.output_dir, "README.md"))
     print(text)
     return table

@@ -23,7 +23,7 @@ from ddu_tf.active_learning.batch_acquisition import (BATCH_ACQUISITION_FUNCTION
                                                       stochastic_probabilities)
 from ddu_tf.active_learning.curves import first_reaching, mean_std_over_runs
 from ddu_tf.active_learning.loop import (ActiveLearningLoop, check_acquisition_plan,
-                                         load_results)
+                                         collect_results, load_results)
 from ddu_tf.active_learning.pool import PoolState, atomic_write_text, initial_state
 from ddu_tf.active_learning.trainer import (CompiledTrainer, FixedLengthSampler,
                                             PermutationSampler, fit_best_on_validation,
@@ -34,7 +34,7 @@ __all__ = [
     "ACQUISITION_FUNCTIONS", "ActiveLearningLoop", "BATCH_ACQUISITION_FUNCTIONS",
     "CompiledTrainer", "FixedLengthSampler", "MCDropoutPredictor", "PermutationSampler",
     "PoolState", "atomic_write_text", "bald", "batchbald", "check_acquisition_plan",
-    "class_mass_normalized",
+    "class_mass_normalized", "collect_results",
     "entropy_from_log_probs", "first_reaching", "fit_best_on_validation", "fixed_length_indices",
     "get_acquisition", "get_batch_acquisition", "harmonic_solution", "harmonic_update",
     "initial_state",

@@ -35,6 +35,21 @@ def load_results(path):
         return json.load(handle)
 
 
+def collect_results(directory):
+    """``{run name: [results dict of each seed]}`` of every ``<name>_seed<s>/results.json``
+    under ``directory`` (entries in sorted order; runs without a finished round skipped;
+    an absent directory gives ``{}``)."""
+    runs = {}
+    entries = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+    for entry in entries:
+        path = os.path.join(directory, entry, "results.json")
+        if "_seed" in entry and os.path.exists(path):
+            saved = load_results(path)
+            if saved["history"]:
+                runs.setdefault(entry.rsplit("_seed", 1)[0], []).append(saved)
+    return runs
+
+
 def check_acquisition_plan(acquisition_size, num_rounds, *, pool_size=None,
                            pool_subset_size=None, names=None):
     """Raise ValueError when ``num_rounds`` rounds of ``acquisition_size`` points cannot all

@@ -1,12 +1,16 @@
 """Benchmark: MC-dropout BALD scoring of a 2000-point pool with T = 100, in the same run.
 
-Three implementations on the Bayesian CNN (Gal et al. 2017), same inputs, all measured at
-the full size (no scaling):
+Implementations on the Bayesian CNN (Gal et al. 2017), same inputs, all measured at the
+full size (no scaling):
 
 * ours: ``MCDropoutPredictor`` -- conv trunk once per point, dropout suffix T times on
   the tiled trunk output, chunked ``tf.map_fn`` in one ``tf.function``; then ``bald``.
+* ours, consistent masks (BatchBALD's: the same T masks for every point):
+  ``MCDropoutPredictor(consistent_masks=True)``, where the first dropout is folded into the
+  Dense kernel (one ``[features, T * units]`` GEMM, no masked activations).
 * naive TF: a Python loop of T full passes ``model(x, training=True)``, then ``bald``.
-* baal (torch CPU): an equivalent torch CNN, ``baal.bayesian.dropout.patch_module``,
+* baal (torch CPU): an equivalent torch CNN, ``baal.bayesian.dropout.patch_module``
+  (``baal.bayesian.consistent_dropout.patch_module`` for the consistent row),
   ``ModelWrapper.predict_on_batch(batch, iterations=T)`` (input replicated T times in
   memory) and ``baal.active.heuristics.BALD``.
 
@@ -51,15 +55,17 @@ def torch_cnn(num_classes=10):
         nn.Linear(128, num_classes))
 
 
-def baal_bald(x_nhwc, num_samples, batch):
-    """A callable running baal's MC-dropout BALD on ``x_nhwc``."""
+def baal_bald(x_nhwc, num_samples, batch, consistent=False):
+    """A callable running baal's MC-dropout BALD on ``x_nhwc`` (``consistent``: baal's
+    consistent dropout, one mask set reused for every batch)."""
     import torch
     from baal.active.heuristics import BALD
-    from baal.bayesian.dropout import patch_module
+    from baal.bayesian import consistent_dropout, dropout
     from baal.modelwrapper import ModelWrapper, TrainingArgs
 
     torch.manual_seed(0)
-    model = patch_module(torch_cnn()).eval()
+    patch = consistent_dropout.patch_module if consistent else dropout.patch_module
+    model = patch(torch_cnn()).eval()
     wrapper = ModelWrapper(model, TrainingArgs(batch_size=batch, use_cuda=False,
                                                replicate_in_memory=True))
     data = torch.from_numpy(np.transpose(x_nhwc, (0, 3, 1, 2)).copy())
@@ -94,18 +100,25 @@ def main(argv=None):
     x = rng.uniform(size=(args.pool, 28, 28, 1)).astype(np.float32)
     model = bayesian_cnn()
     predictor = MCDropoutPredictor(model, args.T, chunk_size=args.chunk_size)
+    consistent = MCDropoutPredictor(model, args.T, consistent_masks=True,
+                                    chunk_size=args.chunk_size)
     # Warm-ups (tracing, compilation, first allocations), not timed.
     predictor.reduce(x, bald).numpy()  # the timed input's shape: no retracing later
+    consistent.reduce(x, bald).numpy()
     naive_tf(model, x[:500], 1)
     run_baal = baal_bald(x, args.T, args.baal_batch)
     baal_bald(x[:args.baal_batch], 2, args.baal_batch)()
+    run_baal_consistent = baal_bald(x, args.T, args.baal_batch, consistent=True)
 
     timings = common.time_interleaved(
         {"ours": lambda: predictor.reduce(x, bald).numpy(),
+         "ours_consistent": lambda: consistent.reduce(x, bald).numpy(),
          "naive_tf": lambda: naive_tf(model, x, args.T),
-         "baal": run_baal},
-        {"ours": args.repeats, "naive_tf": args.reference_repeats,
-         "baal": args.reference_repeats})
+         "baal": run_baal, "baal_consistent": run_baal_consistent},
+        {"ours": args.repeats, "ours_consistent": args.repeats,
+         "naive_tf": args.reference_repeats, "baal": args.reference_repeats,
+         "baal_consistent": args.reference_repeats})
+    assert consistent.flops(args.pool) == predictor.flops(args.pool)  # same work, regrouped
     ours_flops = predictor.flops(args.pool)
     full_flops = args.pool * args.T * model_flops(model)
     size = f"MC-dropout BALD, {args.pool} points x T = {args.T}, Bayesian CNN"
@@ -119,6 +132,11 @@ def main(argv=None):
                    "on torch CPU", timings["baal"], ours_flops, peak,
                    note=f"baal at {timings['baal']['wall_s']['min'] / (full_flops / peak):.1f}x"
                         " its own bound (T full passes)"),
+        common.row(size + "; consistent masks (the same T masks for every point), dropout "
+                   "folded into the Dense kernel", "ddu_tf", timings["ours_consistent"],
+                   f"baal {machine['versions']['baal']} consistent dropout on torch CPU",
+                   timings["baal_consistent"], ours_flops, peak,
+                   note=f"ours with per-example masks {timings['ours']['wall_s']['min']:.2f} s"),
     ]
     print(f"chunk {predictor.chunk_size}; ours {ours_flops / 1e9:.1f} GFLOP (trunk once, "
           f"suffix T times), T full passes {full_flops / 1e9:.1f} GFLOP "
@@ -126,13 +144,17 @@ def main(argv=None):
           f"{torch.get_num_threads()} threads")
     common.write_result("mc_dropout_scoring", {
         "config": vars(args), "chunk_size": predictor.chunk_size,
+        "chunk_size_consistent": consistent.chunk_size,
         "flop": {"ours": ours_flops, "full_passes": full_flops},
         "torch_threads": torch.get_num_threads(), "timings": timings, "rows": rows,
         "readme_notes": [
             f"MC-dropout: ours runs the deterministic trunk once per point and only the "
             f"stochastic suffix T times ({ours_flops / 1e9:.1f} GFLOP, {full_flops / ours_flops:.1f}x "
             f"fewer than the {full_flops / 1e9:.1f} GFLOP of T full passes that naive TF and baal "
-            "do); its bound counts that work."]},
+            "do); its bound counts that work. With consistent masks (BatchBALD's) the first "
+            "dropout is folded into the next Dense kernel: the same FLOPs as one "
+            "[features, T * units] GEMM, without the T x pool x features masks and masked "
+            "activations that per-example masks must draw and store."]},
         machine, peaks, argv)
 
 

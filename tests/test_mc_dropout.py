@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from ddu_tf.active_learning.acquisition import bald
 from ddu_tf.inference.mc_dropout import (MCDropoutPredictor, apply_noise, bernoulli_mask,
-                                         model_flops, split_at_first_stochastic)
+                                         model_flops, plan_folds, split_at_first_stochastic)
 from ddu_tf.models.bayesian_cnn import bayesian_cnn
 
 
@@ -85,6 +85,55 @@ def test_consistent_masks_are_shared_across_points_and_chunks():
     assert np.all(np.isin(np.round(y, 3), 2.0 * np.arange(9)))  # sum(mask) / keep
     y = _first_logit(MCDropoutPredictor(model, 6, seed=1, chunk_size=3).log_probs(x))
     assert np.unique(np.round(y, 3)).size > 1 and not np.allclose(y, y[:, :1])
+
+
+def _conv_dropout_dense(extra_reader=False):
+    """conv -> pool -> dropout -> flatten -> dense -> dropout -> dense (the Bayesian CNN's
+    layout, small); ``extra_reader``: the dropout output is read by a second branch too."""
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    h = keras.layers.MaxPooling2D(2)(h)
+    d = keras.layers.Dropout(0.25)(h)
+    f = keras.layers.Dense(6, activation="relu")(keras.layers.Flatten()(d))
+    f = keras.layers.Dropout(0.5)(f)
+    if extra_reader:
+        f = keras.layers.Concatenate()([f, keras.layers.GlobalAveragePooling2D()(d)])
+    return keras.Model(inputs, keras.layers.Dense(3)(f))
+
+
+def test_consistent_dropout_folded_into_dense_kernel_equals_masked_activations():
+    # x @ (diag(m_t / keep) W) == (x * m_t / keep) @ W with the same masks: the folded split
+    # path against the unsplit path, which tiles the input and applies the masks.
+    keras.utils.set_random_seed(2)
+    model = _conv_dropout_dense()
+    x = _x(11, (8, 8, 1))
+    folded = MCDropoutPredictor(model, 9, consistent_masks=True, seed=4, chunk_size=4)
+    assert [(d.name, f.name, dense.name) for d, f, dense in folded._folds] == [
+        (model.layers[3].name, model.layers[4].name, model.layers[5].name)]
+    full = MCDropoutPredictor(model, 9, consistent_masks=True, seed=4, split=False,
+                              chunk_size=11)
+    assert full._folds == []
+    np.testing.assert_allclose(folded.log_probs(x), full.log_probs(x), atol=1e-5)
+    # the folded path is on by default for consistent masks and sizes its chunks without the
+    # T-tiled [T * chunk, 36] activations it no longer stores
+    default = MCDropoutPredictor(model, 9, consistent_masks=True, seed=4)
+    assert default.chunk_size == 1024 and len(default._folds) == 1
+    np.testing.assert_allclose(default.reduce(x, bald), full.reduce(x, bald), atol=1e-5)
+
+
+def test_fold_only_where_it_is_exact_and_fits():
+    model = _conv_dropout_dense()
+    assert MCDropoutPredictor(model, 5)._folds == []  # per-example masks: nothing to fold
+    trunk, suffix, layers = split_at_first_stochastic(model)
+    predictor = MCDropoutPredictor(model, 5, consistent_masks=True)
+    assert len(plan_folds(suffix, layers, predictor._untiled, 5, 1)) == 1
+    # the folded kernel (T x 36 x 6 float32) over the memory budget: not folded
+    assert plan_folds(suffix, layers, predictor._untiled, 10 ** 6, 1) == []
+    # a dropout read by two layers cannot be folded into one of them
+    branchy = _conv_dropout_dense(extra_reader=True)
+    assert MCDropoutPredictor(branchy, 5, consistent_masks=True)._folds == []
+    # SpatialDropout2D (masks whole channels): left to apply_noise
+    assert MCDropoutPredictor(_branchy_model(), 5, consistent_masks=True)._folds == []
 
 
 def test_dropout_moments_match_analytic_values():

@@ -17,6 +17,13 @@ Keras' training flag, runs are reproducible, and with ``consistent_masks=True`` 
 ``T`` masks are used for every pool point (BatchBALD's "consistent" dropout). All other
 layers (e.g. BatchNormalization in the suffix) run in inference mode.
 
+With consistent masks, a plain ``Dropout`` on a trunk output that feeds a ``Dense`` layer
+(directly or through ``Flatten``) is folded into that layer's kernel:
+``(x * m_t / keep) @ W = x @ (diag(m_t / keep) W)``, so the ``T`` masked kernels form one
+``[features, T * units]`` matrix (built once per call) and the layer is one GEMM of the
+untiled ``[chunk, features]`` input -- the same FLOPs, without drawing, applying and
+storing the ``[T * chunk, features]`` masked activations (see :func:`plan_folds`).
+
 Example:
     >>> predictor = MCDropoutPredictor(model, num_samples=100, seed=0)
     >>> scores = predictor.reduce(x_pool, bald)          # [N]
@@ -203,7 +210,7 @@ def _deterministic_call(op):
 
 
 def run_with_noise(graph, inputs, num_samples, seed, consistent, layer_index, chunk_index,
-                   untiled=()):
+                   untiled=(), folded=None):
     """Run functional ``graph`` on T-tiled ``inputs`` with our stateless noise.
 
     Args:
@@ -219,14 +226,23 @@ def run_with_noise(graph, inputs, num_samples, seed, consistent, layer_index, ch
         untiled: one bool per input (default all False): True marks an input passed as
             ``[batch, ...]`` without tiling, allowed when only stochastic layers consume it
             (they broadcast it against their ``T`` masks, see :func:`apply_noise`).
+        folded: ``(dropout, dense, kernel [features, T * units])`` triples from
+            :func:`fold_kernels` (consistent masks only): each dense layer multiplies its
+            untiled input by the folded kernel, and its dropout passes its input through.
 
     Returns:
         The graph's output ``[T * batch, ...]``.
     """
     flat = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     untiled_ids = {id(t) for t, flag in zip(flat, untiled) if flag}
+    kernels = {id(dense): kernel for _, dense, kernel in folded or ()}
+    passthrough = {id(dropout) for dropout, _, _ in folded or ()}
 
     def operation_fn(op):
+        if id(op) in kernels:
+            return lambda x, **kwargs: _folded_dense(op, x, kernels[id(op)], num_samples)
+        if id(op) in passthrough:
+            return lambda x, **kwargs: x
         if not isinstance(op, STOCHASTIC_LAYER_TYPES):
             return _deterministic_call(op)
 
@@ -240,6 +256,84 @@ def run_with_noise(graph, inputs, num_samples, seed, consistent, layer_index, ch
 
     outputs = graph._run_through_graph(flat, operation_fn=operation_fn)
     return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def plan_folds(suffix, stochastic_layers, untiled, num_samples, memory_budget_mb):
+    """The ``(dropout, flatten or None, dense)`` layers whose consistent masks can be folded.
+
+    A pair qualifies when the dropout is a plain ``keras.layers.Dropout`` (per-element
+    mask, no ``noise_shape``) reading an untiled suffix input (see
+    :func:`_consumed_only_by_noise`), its only consumer is a float32 ``Dense`` on rank-2
+    inputs -- directly or through one ``Flatten`` that only that Dense reads -- and the
+    folded kernel, ``T * features * units`` float32 values, fits ``memory_budget_mb``.
+    """
+    if suffix is None:
+        return []
+    inputs_untiled = {id(t) for t, flag in zip(suffix.inputs, untiled) if flag}
+    consumers = {}
+    for op in suffix.operations:
+        for node in op._inbound_nodes:
+            for tensor in node.input_tensors:
+                consumers.setdefault(id(tensor), []).append((op, node))
+    pairs = []
+    for layer in stochastic_layers:
+        if type(layer) is not keras.layers.Dropout or layer.noise_shape is not None:
+            continue
+        if not 0.0 < float(layer.rate) < 1.0:
+            continue
+        nodes = [node for node in layer._inbound_nodes
+                 if any(id(t) in inputs_untiled for t in node.input_tensors)]
+        if len(nodes) != 1:  # (the layer's nodes include the full model's)
+            continue
+        readers = consumers.get(id(nodes[0].output_tensors[0]), [])
+        flatten = None
+        if len(readers) == 1 and isinstance(readers[0][0], keras.layers.Flatten):
+            flatten = readers[0][0]
+            readers = consumers.get(id(readers[0][1].output_tensors[0]), [])
+        if len(readers) != 1 or not isinstance(readers[0][0], keras.layers.Dense):
+            continue
+        dense, node = readers[0]
+        if (len(node.input_tensors[0].shape) != 2
+                or dense.compute_dtype != "float32" or dense.kernel.dtype != "float32"
+                or getattr(dense, "lora_enabled", False)
+                or getattr(dense, "quantization_mode", None) is not None):
+            continue
+        size = num_samples * int(np.prod(dense.kernel.shape)) * 4
+        if size <= memory_budget_mb << 20:
+            pairs.append((layer, flatten, dense))
+    return pairs
+
+
+def fold_kernels(pairs, num_samples, seed, layer_index):
+    """The folded kernels ``[features, T * units]`` of :func:`plan_folds`'s pairs.
+
+    Column block ``t`` is ``diag(m_t / keep) W`` with ``m_t`` the consistent mask sample
+    ``t`` that :func:`apply_noise` draws for the same seed (same RNG call and shape), so the
+    folded layer computes the same values as dropout followed by the Dense layer, up to
+    float32 rounding.
+    """
+    out = []
+    for dropout, _, dense in pairs:
+        keep_prob = 1.0 - float(dropout.rate)
+        layer_seed = tf.random.experimental.stateless_fold_in(seed, layer_index[id(dropout)])
+        features_shape = [int(d) for d in dropout.input.shape[1:]]
+        keep = bernoulli_mask(tf.constant([num_samples, 1, *features_shape], tf.int32),
+                              layer_seed, keep_prob)
+        scale = tf.reshape(tf.cast(keep, tf.float32), [num_samples, -1]) / keep_prob
+        kernel = tf.transpose(scale)[:, :, None] * tf.convert_to_tensor(dense.kernel)[:, None, :]
+        out.append((dropout, dense, tf.reshape(kernel, [tf.shape(kernel)[0], -1])))
+    return out
+
+
+def _folded_dense(dense, x, kernel, num_samples):
+    """``dense`` with a folded ``[features, T * units]`` kernel: ``[batch, features]`` ->
+    ``[T * batch, units]`` (T-major, as the unfolded path)."""
+    units = int(dense.units)
+    y = tf.reshape(tf.matmul(x, kernel), [-1, num_samples, units])
+    y = tf.reshape(tf.transpose(y, [1, 0, 2]), [-1, units])
+    if dense.use_bias:
+        y = y + dense.bias
+    return dense.activation(y) if dense.activation is not None else y
 
 
 def _consumed_only_by_noise(graph):
@@ -257,14 +351,22 @@ def _consumed_only_by_noise(graph):
     return flags
 
 
-def _max_activation_size(graph):
-    sizes = [1]
+def _max_activation_size(graph, num_samples, folds=()):
+    """Largest activation per pool point of running ``graph`` on T-tiled inputs, in values:
+    T x its size, except the tensors a fold keeps untiled (the input and output of its
+    dropout and flatten, the input of its dense), which count once."""
+    untiled_ops = {id(op) for fold in folds for op in fold[:2] if op is not None}
+    folded_dense = {id(fold[2]) for fold in folds}
+    sizes = [num_samples]
     for op in graph.operations:
         for node in op._inbound_nodes:
-            for tensor in list(node.output_tensors) + list(node.input_tensors):
+            for tensor, is_input in ([(t, False) for t in node.output_tensors]
+                                     + [(t, True) for t in node.input_tensors]):
                 dims = tensor.shape[1:]
                 if all(d is not None for d in dims):
-                    sizes.append(int(np.prod(dims)) if dims else 1)
+                    size = int(np.prod(dims)) if dims else 1
+                    kept_untiled = id(op) in untiled_ops or (is_input and id(op) in folded_dense)
+                    sizes.append(size if kept_untiled else num_samples * size)
     return max(sizes)
 
 
@@ -326,9 +428,13 @@ class MCDropoutPredictor(Predictor):
         # broadcasts them against its T masks (one fewer [T * chunk, ...] copy).
         self._untiled = (_consumed_only_by_noise(self.suffix) if self.suffix is not None
                          else [])
+        # Consistent masks on a Dropout -> [Flatten ->] Dense: folded into the kernel.
+        self._folds = (plan_folds(self.suffix, self.stochastic_layers, self._untiled,
+                                  self.num_samples, memory_budget_mb)
+                       if self.consistent_masks and self.split else [])
         noisy_graph = self.suffix if (self.split and self.suffix is not None) else model
         if chunk_size is None:
-            per_point = self.num_samples * _max_activation_size(noisy_graph) * 4 * 2
+            per_point = _max_activation_size(noisy_graph, self.num_samples, self._folds) * 4 * 2
             chunk_size = max(1, min(1024, (memory_budget_mb << 20) // per_point))
         super().__init__(model, chunk_size=int(chunk_size), strategy=strategy)
         self._compiled = {}
@@ -351,8 +457,9 @@ class MCDropoutPredictor(Predictor):
                                  + self.num_samples * model_flops(self.suffix))
         return num_points * self.num_samples * model_flops(self.model)
 
-    def _chunk_log_probs(self, xb, seed, chunk_index):
-        """``[chunk, ...]`` inputs -> ``[T, chunk, classes]`` log-softmax."""
+    def _chunk_log_probs(self, xb, seed, chunk_index, folded=()):
+        """``[chunk, ...]`` inputs -> ``[T, chunk, classes]`` log-softmax (``folded``: the
+        :func:`fold_kernels` of this call)."""
         t = self.num_samples
         if not self.stochastic_layers:
             logits = self.model(xb, training=False)
@@ -369,7 +476,7 @@ class MCDropoutPredictor(Predictor):
                 self.suffix, [h if only_noise else tile(h)
                               for h, only_noise in zip(flat, self._untiled)],
                 t, seed, self.consistent_masks, self._layer_index, chunk_index,
-                untiled=self._untiled)
+                untiled=self._untiled, folded=folded)
         else:
             logits = run_with_noise(self.model, tile(xb), t, seed, self.consistent_masks,
                                     self._layer_index, chunk_index)
@@ -392,8 +499,11 @@ class MCDropoutPredictor(Predictor):
         Returns:
             ``[n, ...]`` float32.
         """
+        # the folded kernels depend on the seed only: built once, outside the chunk loop
+        folded = fold_kernels(self._folds, self.num_samples, seed, self._layer_index)
         return chunked_map(tf.cast(x, tf.float32),
-                           lambda xb, index: reduce_fn(self._chunk_log_probs(xb, seed, index)),
+                           lambda xb, index: reduce_fn(
+                               self._chunk_log_probs(xb, seed, index, folded)),
                            self.chunk_size, first_chunk)
 
     def reduce(self, x, reduce_fn, seed=None):

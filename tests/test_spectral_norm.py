@@ -373,6 +373,18 @@ def test_unknown_spatial_size_raises_for_operator_norm():
     assert out.shape == (None, None, None, 4)
 
 
+def test_other_input_size_than_the_normalised_operator_raises():
+    # sigma is the norm of the convolution operator on the build-time input size: another
+    # size is another operator, so the layer refuses it instead of using a wrong bound
+    layer = SpectralNormalization(keras.layers.Conv2D(4, 3, padding="same"))
+    assert layer(np.zeros((2, 8, 8, 1), np.float32)).shape == (2, 8, 8, 4)
+    with pytest.raises(ValueError, match=r"Expected inputs of shape \[batch, 8, 8, 1\].*"
+                                         r"Received: inputs.shape=\(2, 9, 8, 1\)"):
+        layer(np.zeros((2, 9, 8, 1), np.float32))
+    with pytest.raises(ValueError, match="Expected inputs of shape"):
+        layer(keras.Input((10, 10, 1)))
+
+
 _MIRRORED_SCRIPT = textwrap.dedent("""
     import json, os
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"

@@ -268,6 +268,7 @@ class SpectralNormalization(keras.layers.Wrapper):
             shape.
         """
         layer = self.layer
+        self._check_input_shape(inputs.shape)
         kernel = ops.cast(self.normalized_kernel(training=bool(training)), self.compute_dtype)
         inputs = ops.cast(inputs, self.compute_dtype)
         if isinstance(layer, keras.layers.Dense):
@@ -280,7 +281,22 @@ class SpectralNormalization(keras.layers.Wrapper):
             outputs = layer.activation(outputs)
         return outputs
 
+    def _check_input_shape(self, shape):
+        """The operator norm is of the build-time input size: refuse another size."""
+        if not (self.built and self.uses_operator_norm):
+            return
+        spatial = tuple(shape[1:])
+        if len(spatial) != len(self._input_shape_nb) or any(
+                d is not None and int(d) != want
+                for d, want in zip(spatial, self._input_shape_nb)):
+            raise ValueError(
+                f"Expected inputs of shape [batch, {', '.join(map(str, self._input_shape_nb))}]"
+                f" (the input size whose convolution operator {self.name!r} normalises). "
+                f"Received: inputs.shape={tuple(shape)}. Build a model for this input size "
+                "(the operator norm depends on it).")
+
     def compute_output_shape(self, input_shape):
+        self._check_input_shape(input_shape)
         return self.layer.compute_output_shape(input_shape)
 
     def get_config(self):

@@ -345,16 +345,32 @@ def test_command_prints_one_line_without_traceback():
     assert "Traceback" not in result.stderr
 
 
-def test_traceback_env_var_keeps_the_traceback(monkeypatch):
+def test_traceback_env_var_keeps_the_traceback(monkeypatch, capsys):
     def main(argv):
-        raise ValueError("Expected x. Received: y.")
+        data.unregister_source("no-such-source")  # the package's own bad-input ValueError
 
     monkeypatch.setenv(cli.TRACEBACK_ENV_VAR, "1")
-    with pytest.raises(ValueError, match="Expected x"):
+    with pytest.raises(ValueError, match="No source registered"):
         cli.run(main, [])
     monkeypatch.delenv(cli.TRACEBACK_ENV_VAR)
     with pytest.raises(SystemExit):
         cli.run(main, [])
+    assert "error: No source registered under name='no-such-source'" in capsys.readouterr().err
+
+
+def test_value_error_inside_a_library_is_a_bug_with_its_traceback():
+    # NumPy's ValueError from our call is not the user's bad input: it keeps its traceback
+    def main(argv):
+        return np.reshape(np.zeros(3), (2, 2))
+
+    with pytest.raises(ValueError, match="reshape"):
+        cli.run(main, [])
+    # FileNotFoundError wherever raised (a path the user gave) stays one line
+    def missing(argv):
+        return np.load("/nonexistent/ddu_tf/file.npy")
+
+    with pytest.raises(SystemExit):
+        cli.run(missing, [])
 
 
 def test_data_loss_message_says_what_to_do():

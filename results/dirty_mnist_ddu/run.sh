@@ -17,14 +17,14 @@ mkdir -p "$RUNS" "$OUT/logs"
 stage=${1:-all}
 
 if [[ $stage == train || $stage == train_resnet || $stage == all ]]; then
-  $PY experiments/train.py --seed 1 --dataset dirty_mnist_generated --model resnet18 -sn -mod \
+  $PY experiments/train.py --jit --seed 1 --dataset dirty_mnist_generated --model resnet18 -sn -mod \
     --coeff 3.0 -e $RESNET_E --opt adam --lr 1e-3 -b 128 --max-train-samples $RESNET_N \
     --max-val-samples 1000 --save-interval 100 --save-path "$RUNS" --verbose 2 \
     2>&1 | tee "$OUT/logs/train_resnet18_sn_mod.log"
   cp "$RUNS"/resnet18_sn_3.0_mod_1_history.json "$OUT/"
 fi
 if [[ $stage == train || $stage == train_lenet || $stage == all ]]; then
-  $PY experiments/train.py --seed 1 --dataset dirty_mnist_generated --model lenet \
+  $PY experiments/train.py --jit --seed 1 --dataset dirty_mnist_generated --model lenet \
     -e $LENET_E --opt adam --lr 1e-3 -b 128 --max-train-samples $LENET_N \
     --save-interval 100 --save-path "$RUNS" --verbose 2 \
     2>&1 | tee "$OUT/logs/train_lenet.log"

@@ -23,7 +23,7 @@ replicas, so the test compares them:
 4. a sharded :class:`ddu_tf.inference.Predictor`: pool features and logits, dataset logits
    and labels, and :func:`ddu_tf.inference.fit_gmm` on a dataset, vs one device;
 5. MC-dropout BALD scores of an SN + dropout net, ``MCDropoutPredictor(strategy=...)`` vs
-   one device.
+   one device, with per-example masks and with consistent masks (folded into the kernel).
 """
 import os
 import sys
@@ -158,6 +158,11 @@ def run(strategy, prefix, out, models, data, use_fit=True):
         mc_model.set_weights(models["mc"])
     mc = MCDropoutPredictor(mc_model, num_samples=5, seed=7, chunk_size=4, strategy=strategy)
     out[f"{prefix}/bald"] = mc.reduce(pool, get_acquisition("bald")).numpy()
+    # consistent masks: the dropout is folded into the logits' kernel (built per replica)
+    folded = MCDropoutPredictor(mc_model, num_samples=5, seed=7, chunk_size=4,
+                                consistent_masks=True, strategy=strategy)
+    assert len(folded._folds) == 1
+    out[f"{prefix}/bald_consistent"] = folded.reduce(pool, get_acquisition("bald")).numpy()
     keras.backend.clear_session()
 
 

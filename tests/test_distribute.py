@@ -144,6 +144,8 @@ def _check(path, fit=True):
     np.testing.assert_allclose(data["dist/net_gmm_log_density"], data["ref/net_gmm_log_density"],
                                rtol=1e-6)
     np.testing.assert_allclose(data["dist/bald"], data["ref/bald"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(data["dist/bald_consistent"], data["ref/bald_consistent"],
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_mirrored_two_logical_cpus(tmp_path):

@@ -598,7 +598,8 @@ def plot_curves(runs, path, title, error_key="test/error"):
         acquired = [histories[0][r]["num_acquired"] for r in range(length)]
         acc = np.array([[1 - h[r]["metrics"][error_key] for r in range(length)]
                         for h in histories])
-        line, = plt.plot(acquired, acc.mean(0), label=f"{run_name} ({len(histories)} seeds)")
+        seeds = f"{len(histories)} seed{'' if len(histories) == 1 else 's'}"
+        line, = plt.plot(acquired, acc.mean(0), label=f"{run_name} ({seeds})")
         if len(histories) > 1:
             std = acc.std(0, ddof=1)
             plt.fill_between(acquired, acc.mean(0) - std, acc.mean(0) + std, alpha=0.2,

@@ -213,7 +213,8 @@ def plot(table, authors, runs, path):
             acc = np.array([a[:length] for _, _, a in curves])
             x_max = max(x_max, int(acquired[-1]))
             plt.plot(acquired, acc.mean(0), color=colors[function],
-                     label=f"{function}, ours ({len(curves)} seeds)")
+                     label=f"{function}, ours ({len(curves)} "
+                           f"seed{'' if len(curves) == 1 else 's'})")
             if len(curves) > 1:
                 std = acc.std(0, ddof=1)
                 plt.fill_between(acquired, acc.mean(0) - std, acc.mean(0) + std, alpha=0.2,

@@ -746,6 +746,14 @@ def write_report(args):
            "constant (0.53-0.54) and MBR stays at chance. With two classes Max Entropy and "
            "Var Ratios are increasing functions of the same quantity, min(p, 1 - p), so "
            "they acquire the same points: their rows and curves coincide by construction.",
+        2: "`<function>_mc` is Experiment 1's run of the same function and seed (the same "
+           "computation: copied from `exp1/` and continued); `<function>_determ` is the same "
+           "CNN without dropout, acquiring with its softmax output and tested with one "
+           "deterministic pass. The paper's Fig. 2 shows MC dropout ahead of the "
+           "deterministic CNN for all three functions. With one forward pass BALD's mutual "
+           "information is identically 0, so `bald_determ` breaks an all-way tie: it takes "
+           "the first points of each round's random pool subset, i.e. it acquires at "
+           "random (by construction, not a finding).",
         4: "Paper Table 2 gives the test error after 1000 acquired images; the column "
            "`err % at 1000` is ours. The tuned values are in each run's "
            "`weight_decay.json` (trials and validation accuracies per round).",

@@ -209,6 +209,15 @@ def _deterministic_call(op):
     return call
 
 
+def noise_seed(seed, layer_number, consistent, chunk_index=None):
+    """Stateless seed ``[2]`` of one stochastic layer's masks: ``seed`` folded with the
+    layer's index in the model and, unless ``consistent``, with the chunk index."""
+    layer_seed = tf.random.experimental.stateless_fold_in(seed, layer_number)
+    if consistent:
+        return layer_seed
+    return tf.random.experimental.stateless_fold_in(layer_seed, chunk_index)
+
+
 def run_with_noise(graph, inputs, num_samples, seed, consistent, layer_index, chunk_index,
                    untiled=(), folded=None):
     """Run functional ``graph`` on T-tiled ``inputs`` with our stateless noise.
@@ -247,11 +256,9 @@ def run_with_noise(graph, inputs, num_samples, seed, consistent, layer_index, ch
             return _deterministic_call(op)
 
         def noisy(x, **kwargs):
-            layer_seed = tf.random.experimental.stateless_fold_in(seed, layer_index[id(op)])
-            if not consistent:
-                layer_seed = tf.random.experimental.stateless_fold_in(layer_seed, chunk_index)
-            return apply_noise(op, x, num_samples, layer_seed, consistent,
-                               broadcast=id(x) in untiled_ids)
+            return apply_noise(op, x, num_samples,
+                               noise_seed(seed, layer_index[id(op)], consistent, chunk_index),
+                               consistent, broadcast=id(x) in untiled_ids)
         return noisy
 
     outputs = graph._run_through_graph(flat, operation_fn=operation_fn)
@@ -270,11 +277,7 @@ def plan_folds(suffix, stochastic_layers, untiled, num_samples, memory_budget_mb
     if suffix is None:
         return []
     inputs_untiled = {id(t) for t, flag in zip(suffix.inputs, untiled) if flag}
-    consumers = {}
-    for op in suffix.operations:
-        for node in op._inbound_nodes:
-            for tensor in node.input_tensors:
-                consumers.setdefault(id(tensor), []).append((op, node))
+    consumers = _readers(suffix)
     pairs = []
     for layer in stochastic_layers:
         if type(layer) is not keras.layers.Dropout or layer.noise_shape is not None:
@@ -315,7 +318,7 @@ def fold_kernels(pairs, num_samples, seed, layer_index):
     out = []
     for dropout, _, dense in pairs:
         keep_prob = 1.0 - float(dropout.rate)
-        layer_seed = tf.random.experimental.stateless_fold_in(seed, layer_index[id(dropout)])
+        layer_seed = noise_seed(seed, layer_index[id(dropout)], consistent=True)
         features_shape = [int(d) for d in dropout.input.shape[1:]]
         keep = bernoulli_mask(tf.constant([num_samples, 1, *features_shape], tf.int32),
                               layer_seed, keep_prob)
@@ -342,13 +345,23 @@ def _consumed_only_by_noise(graph):
     The noise layers read the input itself (no Keras op converts it in between), so it
     can be passed untiled to :func:`run_with_noise`.
     """
+    readers = _readers(graph)
     flags = []
     for tensor in graph.inputs:
-        readers = [op for op in graph.operations for node in op._inbound_nodes
-                   if any(t is tensor for t in node.input_tensors)]
-        flags.append(bool(readers) and all(
-            isinstance(op, STOCHASTIC_LAYER_TYPES) for op in readers))
+        ops = [op for op, _ in readers.get(id(tensor), [])]
+        flags.append(bool(ops) and all(isinstance(op, STOCHASTIC_LAYER_TYPES) for op in ops))
     return flags
+
+
+def _readers(graph):
+    """``{id(tensor): [(op, node), ...]}``: the layer calls of ``graph``'s operations that
+    read each tensor (nodes of the same layers in other models included)."""
+    readers = {}
+    for op in graph.operations:
+        for node in op._inbound_nodes:
+            for tensor in node.input_tensors:
+                readers.setdefault(id(tensor), []).append((op, node))
+    return readers
 
 
 def _max_activation_size(graph, num_samples, folds=()):

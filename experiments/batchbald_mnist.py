@@ -50,7 +50,7 @@ from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,
                                     fit_best_on_validation, initial_state, load_results,
                                     random_scores, selection_scores, stochastic_batch)
 from ddu_tf.inference import MCDropoutPredictor
-from ddu_tf.io.mnist_idx import load_idx_arrays
+from ddu_tf.data.al_pools import load_mnist_pixels
 from ddu_tf.models.bayesian_cnn import bayesian_cnn
 from ddu_tf.plotting import quantile_curves
 from ddu_tf.uncertainty import log_mean_prob
@@ -105,16 +105,6 @@ def parse_args(argv=None):
     except ValueError as e:
         p.error(str(e))
     return args
-
-
-def load_data(args):
-    """MNIST as float32 ``[N, 28, 28, 1]`` in [0, 1] and int64 labels."""
-    x_train, y_train = load_idx_arrays("mnist", "train", data_dir=args.data_dir)
-    x_test, y_test = load_idx_arrays("mnist", "test", data_dir=args.data_dir)
-    if args.train_limit:
-        x_train, y_train = x_train[:args.train_limit], y_train[:args.train_limit]
-    prep = lambda x: (x.astype(np.float32) / 255.0)[..., None]  # noqa: E731
-    return prep(x_train), y_train.astype(np.int64), prep(x_test), y_test.astype(np.int64)
 
 
 def round_seed(seed, round_index, purpose):
@@ -279,7 +269,7 @@ def main(argv=None):
     tf.get_logger().setLevel("ERROR")
     start = time.perf_counter()
     if not args.summary_only:
-        data = load_data(args)
+        data = load_mnist_pixels(args.data_dir, train_limit=args.train_limit or None)
         for i in range(args.seeds):
             for method in args.methods:
                 run_one(args, data, method, args.seed + i)

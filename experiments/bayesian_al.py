@@ -60,7 +60,7 @@ from ddu_tf.active_learning import (ActiveLearningLoop, CompiledTrainer,
 from ddu_tf.inference import MCDropoutPredictor, Predictor
 from ddu_tf.io.atomic import atomic_write
 from ddu_tf.uncertainty import log_mean_prob
-from ddu_tf.io.mnist_idx import load_idx_arrays
+from ddu_tf.data.al_pools import load_mnist_pixels
 from ddu_tf.models.bayesian_cnn import (ALL_DECAY_LAYERS, AUTHORS_CODE_SHAPE,
                                         AUTHORS_DECAY_LAYERS, PAPER_SHAPE, bayesian_cnn)
 
@@ -169,18 +169,9 @@ def parse_args(argv=None):
 
 
 def load_data(args):
-    """MNIST as float32 ``[N, 28, 28, 1]`` in [0, 1] and int64 labels."""
-    x_train, y_train = load_idx_arrays("mnist", "train", data_dir=args.data_dir)
-    x_test, y_test = load_idx_arrays("mnist", "test", data_dir=args.data_dir)
-    if args.train_limit:
-        x_train, y_train = x_train[:args.train_limit], y_train[:args.train_limit]
-    if args.experiment == 3:
-        a, b = args.digits
-        keep, keep_test = np.isin(y_train, [a, b]), np.isin(y_test, [a, b])
-        x_train, y_train = x_train[keep], (y_train[keep] == b).astype(np.int64)
-        x_test, y_test = x_test[keep_test], (y_test[keep_test] == b).astype(np.int64)
-    prep = lambda x: (x.astype(np.float32) / 255.0)[..., None]  # noqa: E731
-    return prep(x_train), y_train, prep(x_test), y_test
+    """MNIST pixels in [0, 1] (:func:`load_mnist_pixels`); Experiment 3: ``--digits`` only."""
+    return load_mnist_pixels(args.data_dir, train_limit=args.train_limit or None,
+                             digits=args.digits if args.experiment == 3 else None)
 
 
 def runs_for(args):

@@ -167,6 +167,27 @@ def test_mnist_pool_subset_and_normalisation_errors():
         al_pools.mnist_al_pool(x + 5.0, np.arange(20) % 10)
 
 
+def test_mnist_pixels_subset_relabel_against_the_idx_reader(mnist_data_dir):
+    """Gal et al.'s inputs: the IDX arrays / 255 (not normalised), the first ``train_limit``
+    training images, and for Experiment 3 only two digits relabelled 0/1 by position."""
+    from ddu_tf.io.mnist_idx import load_idx_arrays
+    raw_x, raw_y = load_idx_arrays("mnist", "train", data_dir=mnist_data_dir)
+    test_x, test_y = load_idx_arrays("mnist", "test", data_dir=mnist_data_dir)
+    x, y, xt, yt = al_pools.load_mnist_pixels(mnist_data_dir, train_limit=300)
+    assert x.shape == (300, 28, 28, 1) and x.dtype == np.float32 and y.dtype == np.int64
+    np.testing.assert_array_equal(x[..., 0] * 255, raw_x[:300])
+    np.testing.assert_array_equal(y, raw_y[:300])
+    assert xt.shape == (10000, 28, 28, 1) and (yt == test_y).all()
+    x2, y2, xt2, yt2 = al_pools.load_mnist_pixels(mnist_data_dir, train_limit=300, digits=(9, 4))
+    keep = [i for i in range(300) if raw_y[i] in (4, 9)]
+    np.testing.assert_array_equal(x2[..., 0] * 255, raw_x[keep])
+    np.testing.assert_array_equal(y2, [0 if raw_y[i] == 9 else 1 for i in keep])
+    assert len(yt2) == int(np.isin(test_y, [4, 9]).sum()) and set(yt2) == {0, 1}
+    for bad in ({"digits": (4, 4)}, {"digits": (4,)}, {"digits": (4, 10)}, {"train_limit": 0}):
+        with pytest.raises(ValueError, match="Expected"):
+            al_pools.load_mnist_pixels(mnist_data_dir, **bad)
+
+
 # ----------------------------------------------------------------------------- end to end
 def _tiny_args(out, al_type, extra=()):
     return ["--seed", "3", "--model", "lenet", "--al-type", al_type, "-e", "1",

@@ -40,6 +40,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ddu_tf.data import dirty_mnist
+from ddu_tf.io.mnist_idx import load_idx_arrays
 
 NUM_CLASSES = 10
 DATASETS = ("mnist", "dirty_mnist")
@@ -191,6 +192,45 @@ def dirty_mnist_al_pool(mnist_images, mnist_labels, ambiguous_images, ambiguous_
         np.concatenate([clean, amb_image]),
         np.concatenate([clean + offsets["mnist_train"], amb_pair + offsets["ambiguous"]]),
         noise_std, noise_seed)
+
+
+def load_mnist_pixels(data_dir: Optional[os.PathLike] = None, *, train_limit: Optional[int] = None,
+                      digits: Optional[Tuple[int, ...]] = None
+                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST as the Bayesian CNN of Gal et al. (2017) takes it: raw pixels, not normalised.
+
+    Args:
+      data_dir: manual data directory (else ``$DDU_TF_DATA_DIR``), see
+        :func:`ddu_tf.io.mnist_idx.load_idx_arrays`.
+      train_limit: keep the first ``train_limit`` training images (IDX order; None = all
+        60000), for CPU-scale runs. Applied before ``digits``.
+      digits: keep only these classes and relabel them by position (``(a, b)`` -> ``a`` is 0,
+        ``b`` is 1: the binary task of the paper's Experiment 3). None = all ten.
+
+    Returns:
+      ``(x_train, y_train, x_test, y_test)``: float32 ``[N, 28, 28, 1]`` pixels / 255 in
+      [0, 1] and int64 ``[N]`` labels, for the training and the test split.
+    """
+    if train_limit is not None and int(train_limit) < 1:
+        raise ValueError(f"Expected train_limit >= 1 or None. Received: train_limit={train_limit}")
+    if digits is not None:
+        digits = tuple(int(d) for d in digits)
+        if len(set(digits)) != len(digits) or len(digits) < 2 or not all(
+                0 <= d < NUM_CLASSES for d in digits):
+            raise ValueError(f"Expected at least two distinct digits in 0..{NUM_CLASSES - 1}. "
+                             f"Received: digits={digits}")
+    x_train, y_train = load_idx_arrays("mnist", "train", data_dir=data_dir)
+    x_test, y_test = load_idx_arrays("mnist", "test", data_dir=data_dir)
+    if train_limit is not None:
+        x_train, y_train = x_train[:int(train_limit)], y_train[:int(train_limit)]
+    arrays = [(x_train, y_train), (x_test, y_test)]
+    if digits is not None:
+        relabel = np.full(NUM_CLASSES, -1, np.int64)
+        relabel[list(digits)] = np.arange(len(digits))
+        arrays = [(x[relabel[y] >= 0], relabel[y[relabel[y] >= 0]]) for x, y in arrays]
+    (x_train, y_train), (x_test, y_test) = [
+        (x.astype(np.float32)[..., None] / np.float32(255.0), y.astype(np.int64)) for x, y in arrays]
+    return x_train, y_train, x_test, y_test
 
 
 def load_al_pool(dataset: str, *, variant: str = "generated",

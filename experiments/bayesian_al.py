@@ -621,13 +621,15 @@ def _paper(name, experiment):
     return ""
 
 
-def table_lines(table, experiment):
-    """Markdown rows of one experiment's table (``summarise`` output)."""
+def table_lines(table, experiment, wall=True):
+    """Markdown rows of one experiment's table (``summarise`` output); ``wall=False`` drops
+    the wall-time column (rows whose runs ran on different machines)."""
     paper = "paper error at 1000 (%)" if experiment == 4 else "paper 10% / 5%"
     lines = ["| run | seeds | rounds | images to 10% err | to 5% err | "
              + " | ".join(f"err % at {n}" for n in REPORT_ACQUIRED)
-             + f" | {paper} | wall min / run |",
-             "|---|---|---|---|---|" + "---|" * len(REPORT_ACQUIRED) + "---|---|"]
+             + f" | {paper} |" + (" wall min / run |" if wall else ""),
+             "|---|---|---|---|---|" + "---|" * len(REPORT_ACQUIRED) + "---|"
+             + ("---|" if wall else "")]
     for name, row in table.items():
         at = [_fmt(row["error_pct_at"].get(str(n)), 2) for n in REPORT_ACQUIRED]
         at = ["" if v == "not reached" else v for v in at]
@@ -635,8 +637,8 @@ def table_lines(table, experiment):
         lines.append(
             f"| {name} | {len(row['seeds'])} | {'/'.join(map(str, rounds))} | "
             f"{_fmt(row['to_10pct_error'])} | {_fmt(row['to_5pct_error'])} | "
-            + " | ".join(at) + f" | {_paper(name, experiment)} | "
-            f"{row['wall_minutes']['mean']:.1f} |")
+            + " | ".join(at) + f" | {_paper(name, experiment)} |"
+            + (f" {row['wall_minutes']['mean']:.1f} |" if wall else ""))
     return lines
 
 
@@ -667,6 +669,56 @@ VARIANTS = {
                 "item 6), beside the authors' code's fixed 3.5 / N_train above",
 }
 """Sub-result-dirs (same layout) that the README reports as their own Experiment-1 table."""
+
+def tuned_comparison(root, variant):
+    """Each run of ``<root>/<variant>/exp1`` beside Experiment 1's fixed-weight-decay run of
+    the same function and seeds, both cut to the rounds the variant's run has finished
+    (seed-matched: the same split, initial set and pool subsets; only the weight decay
+    differs). Returns ``{row name: summarise_runs row}`` and ``{function: chosen-decay
+    statistics}`` (median chosen value, rounds whose choice is the range's lower end)."""
+    tuned = collect_results(os.path.join(root, variant, "exp1"))
+    fixed = collect_results(os.path.join(root, "exp1"))
+    rows, chosen = {}, {}
+    for name, saved_runs in sorted(tuned.items()):
+        by_seed = {saved["config"]["seed"]: saved for saved in fixed.get(name, [])}
+        matched = [(saved, by_seed[saved["config"]["seed"]]) for saved in saved_runs
+                   if saved["config"]["seed"] in by_seed]
+        if not matched:
+            continue
+        cut = [dict(fx, history=fx["history"][:len(tu["history"])]) for tu, fx in matched]
+        rows[f"{name}, fixed 3.5 / N_train"] = summarise_runs(cut)
+        rows[f"{name}, tuned every round"] = summarise_runs([tu for tu, _ in matched])
+        values = []
+        for saved in saved_runs:
+            path = os.path.join(root, variant, "exp1", f"{name}_seed{saved['config']['seed']}",
+                                "weight_decay.json")
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as handle:
+                    values += [r["weight_decay"] for r in json.load(handle)["per_round"].values()]
+        if values:
+            chosen[name] = {"rounds": len(values), "median": float(np.median(values)),
+                            "at_lower_end": int(np.isclose(values, WEIGHT_DECAY_RANGE[0]).sum())}
+    return rows, chosen
+
+
+def tuned_comparison_text(root, variant):
+    """The README paragraph and table of :func:`tuned_comparison` ('' when nothing matches)."""
+    rows, chosen = tuned_comparison(root, variant)
+    if not rows:
+        return ""
+    low, high = WEIGHT_DECAY_RANGE
+    picks = "; ".join(f"{name}: median {c['median']:.3g} over {c['rounds']} rounds, "
+                      f"{c['at_lower_end']} of them at {low:g}" for name, c in chosen.items())
+    return ("Seed-matched, over the tuned runs' rounds: each tuned run beside Experiment 1's "
+            "run of the same function and seed (same split, initial set and pool subsets; "
+            "only the weight decay differs). Each round's value is the best of "
+            f"`--tune-trials` keras-tuner trials, log-uniform over [{low:g}, {high:g}] "
+            "(L2 = value / N_train on the first dense layer), scored by accuracy on the 100 "
+            "validation points; the first trial is the range's lower end and ties go to the "
+            f"earlier trial, so a tie picks {low:g}. Chosen values: {picks}. No wall times: the "
+            "fixed runs' first rounds ran on another machine.\n\n"
+            + "\n".join(table_lines(rows, 1, wall=False)) + "\n")
+
 
 PROTOCOL_DIRS = {"paper": "paper CNN (conv 4x4, pool 2, dense 128)",
                  "authors_code": "authors' Keras script's CNN (conv 3x3, pool 5, dense 256)"}
@@ -773,6 +825,7 @@ def write_report(args):
             sections.append(f"## {title}\n")
             sections.append("\n".join(table_lines(table, 1)) + "\n")
             sections.append(f"![test accuracy]({variant}/exp1/test_accuracy.png)\n")
+            sections.append(tuned_comparison_text(root, variant))
     if os.path.exists(os.path.join(root, "authors_curves", "README.md")):
         sections.append(
             "## The authors' released Keras curves\n\n"

@@ -211,7 +211,11 @@ def test_report_aggregates_seeds_with_sample_std(tmp_path):
     _fake_run(exp1 / "bald_seed370", 370, [0.5, 0.08, 0.06, 0.05, 0.02])
     _fake_run(exp1 / "bald_seed371", 371, [0.5, 0.3, 0.2, 0.095, 0.06])  # never <= 5%
     _fake_run(exp1 / "random_seed369", 369, [0.5, 0.4], acquisition="random", seconds=30.0)
-    _fake_run(tmp_path / "tuned_wd" / "exp1" / "bald_seed369", 369, [0.5, 0.07])
+    tuned = tmp_path / "tuned_wd" / "exp1" / "bald_seed369"
+    _fake_run(tuned, 369, [0.5, 0.07])
+    (tuned / "weight_decay.json").write_text(json.dumps({"per_round": {
+        "0": {"weight_decay": cli.WEIGHT_DECAY_RANGE[0], "trials": []},
+        "1": {"weight_decay": 2.0, "trials": []}}}))
     text = cli.write_report(cli.parse_args(["--report", "--result_dir", str(tmp_path)]))
     table = json.loads((exp1 / "table.json").read_text())
     bald = table["bald"]
@@ -225,6 +229,13 @@ def test_report_aggregates_seeds_with_sample_std(tmp_path):
     assert "| bald | 3 | 4 | 20 +- 10 | not reached |" in text
     assert "145 / 335" in text  # the paper's Table 1 beside ours
     assert "tuned_wd/exp1/test_accuracy.png" in text
+    # seed-matched comparison: seed 369's fixed run cut to the tuned run's 2 rounds (0.5,
+    # 0.2: 10% not reached) beside the tuned run (0.07 at 10 acquired); no wall time column
+    empty = "  |" * 6  # 5 error columns (fewer than 100 acquired) and the paper's column
+    assert "\n| bald, fixed 3.5 / N_train | 1 | 1 | not reached | not reached |" + empty + "\n" \
+        in text
+    assert "\n| bald, tuned every round | 1 | 1 | 10 | not reached |" + empty + "\n" in text
+    assert "bald: median 1.02 over 2 rounds, 1 of them at 0.035" in text
     assert (exp1 / "test_accuracy.png").stat().st_size > 0
     assert (tmp_path / "README.md").read_text() == text
 

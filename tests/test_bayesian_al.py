@@ -194,11 +194,11 @@ def test_tuner_trial_trains_what_a_run_with_its_weight_decay_trains(tmp_path):
     assert best in {t.hyperparameters.get("weight_decay") for t in trials}
 
 
-def _fake_run(path, seed, errors, experiment=1, acquisition="bald", seconds=6.0):
+def _fake_run(path, seed, errors, experiment=1, acquisition="bald", seconds=6.0, **config):
     history = [{"round": r, "num_labelled": 20 + 10 * r, "num_acquired": 10 * r,
                 "metrics": {"test/error": e, "test/accuracy": 1 - e}, "acquired": [],
                 "train_seconds": 1.0, "round_seconds": seconds} for r, e in enumerate(errors)]
-    config = {"seed": seed, "experiment": experiment, "acquisition": acquisition}
+    config = {"seed": seed, "experiment": experiment, "acquisition": acquisition, **config}
     path.mkdir(parents=True)
     (path / "results.json").write_text(json.dumps({"config": config, "state": {},
                                                    "history": history}))
@@ -216,7 +216,11 @@ def test_report_aggregates_seeds_with_sample_std(tmp_path):
     (tuned / "weight_decay.json").write_text(json.dumps({"per_round": {
         "0": {"weight_decay": cli.WEIGHT_DECAY_RANGE[0], "trials": []},
         "1": {"weight_decay": 2.0, "trials": []}}}))
+    _fake_run(tmp_path / "exp4" / "bald_seed369", 369, [0.5, 0.3, 0.08], experiment=4,
+              tune_every=10, tune_trials=4)
     text = cli.write_report(cli.parse_args(["--report", "--result_dir", str(tmp_path)]))
+    assert "re-tuned every 10 rounds (4 trials each)" in text  # from the runs' configs
+    assert "| bald | 1 | 2 | 20 | not reached |" in text and "| 1.80 |" in text  # Table 2
     table = json.loads((exp1 / "table.json").read_text())
     bald = table["bald"]
     assert bald["to_10pct_error"]["per_seed"] == [20, 10, 30]

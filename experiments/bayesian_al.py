@@ -780,12 +780,12 @@ def protocol_lines(result_dir):
 
 
 def _tuning_schedule(exp_dir):
-    """'K rounds (T trials each)' of the runs under ``exp_dir`` (their saved configs)."""
+    """'K rounds by T keras-tuner trials' of the runs under ``exp_dir`` (saved configs)."""
     configs = [saved["config"] for runs in collect_results(exp_dir).values() for saved in runs]
     every = sorted({c.get("tune_every", 1) for c in configs})
     trials = sorted({c.get("tune_trials", 4) for c in configs})
-    return (f"{' or '.join(map(str, every))} round{'' if every == [1] else 's'} "
-            f"({' or '.join(map(str, trials))} trials each)")
+    return (f"{' or '.join(map(str, every))} round{'' if every == [1] else 's'} by "
+            f"{' or '.join(map(str, trials))} keras-tuner trials")
 
 
 def write_report(args):
@@ -814,9 +814,8 @@ def write_report(args):
            "random (by construction, not a finding).",
         4: "Paper Table 2 gives the test error after 1000 acquired images; the column "
            "`err % at 1000` is ours. The weight decay is re-tuned every "
-           f"{_tuning_schedule(os.path.join(root, 'exp4'))} (keras-tuner trials of the run's "
-           "own trainer, scored on the 5000 validation points; the paper tunes at every "
-           "round). The tuned values are in each run's `weight_decay.json` (trials and "
+           f"{_tuning_schedule(os.path.join(root, 'exp4'))} of the run's own trainer, "
+           "scored on the 5000 validation points (the paper tunes at every round). The tuned values are in each run's `weight_decay.json` (trials and "
            "validation accuracies per round).",
     }
     for experiment in (1, 2, 3, 4):

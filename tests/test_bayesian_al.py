@@ -219,7 +219,7 @@ def test_report_aggregates_seeds_with_sample_std(tmp_path):
     _fake_run(tmp_path / "exp4" / "bald_seed369", 369, [0.5, 0.3, 0.08], experiment=4,
               tune_every=10, tune_trials=4)
     text = cli.write_report(cli.parse_args(["--report", "--result_dir", str(tmp_path)]))
-    assert "re-tuned every 10 rounds (4 trials each)" in text  # from the runs' configs
+    assert "re-tuned every 10 rounds by 4 keras-tuner trials of" in text  # from the runs' configs
     assert "| bald | 1 | 2 | 20 | not reached |" in text and "| 1.80 |" in text  # Table 2
     table = json.loads((exp1 / "table.json").read_text())
     bald = table["bald"]

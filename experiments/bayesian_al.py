@@ -670,6 +670,7 @@ VARIANTS = {
 }
 """Sub-result-dirs (same layout) that the README reports as their own Experiment-1 table."""
 
+
 def tuned_comparison(root, variant):
     """Each run of ``<root>/<variant>/exp1`` beside Experiment 1's fixed-weight-decay run of
     the same function and seeds, both cut to the rounds the variant's run has finished
@@ -815,8 +816,9 @@ def write_report(args):
         4: "Paper Table 2 gives the test error after 1000 acquired images; the column "
            "`err % at 1000` is ours. The weight decay is re-tuned every "
            f"{_tuning_schedule(os.path.join(root, 'exp4'))} of the run's own trainer, "
-           "scored on the 5000 validation points (the paper tunes at every round). The tuned values are in each run's `weight_decay.json` (trials and "
-           "validation accuracies per round).",
+           "scored on the 5000 validation points (the paper tunes at every round). The "
+           "tuned values are in each run's `weight_decay.json` (trials and validation "
+           "accuracies per round).",
     }
     for experiment in (1, 2, 3, 4):
         exp_dir = os.path.join(root, f"exp{experiment}")

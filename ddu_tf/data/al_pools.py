@@ -227,9 +227,9 @@ def load_mnist_pixels(data_dir: Optional[os.PathLike] = None, *, train_limit: Op
     if digits is not None:
         relabel = np.full(NUM_CLASSES, -1, np.int64)
         relabel[list(digits)] = np.arange(len(digits))
-        arrays = [(x[relabel[y] >= 0], relabel[y[relabel[y] >= 0]]) for x, y in arrays]
+        arrays = [(x[relabel[y] >= 0], relabel[y][relabel[y] >= 0]) for x, y in arrays]
     (x_train, y_train), (x_test, y_test) = [
-        (x.astype(np.float32)[..., None] / np.float32(255.0), y.astype(np.int64)) for x, y in arrays]
+        (_pixels01(x, "images")[..., None], y.astype(np.int64)) for x, y in arrays]
     return x_train, y_train, x_test, y_test
 
 

@@ -361,3 +361,20 @@ def test_small_resnet_in_the_registry(sn, mod):
     assert wide.get_layer("features").output.shape == (None, 16)
     with pytest.raises(ValueError, match="width"):
         get_model("small_resnet", width=0)
+
+
+@pytest.mark.parametrize("name", ["lenet", "vgg16", "resnet18", "resnet50", "small_resnet",
+                                  "wide_resnet", "resnet1d", "bayesian_cnn"])
+def test_builders_reject_bad_common_arguments_before_building(name):
+    sn = name not in ("lenet", "bayesian_cnn")
+    with pytest.raises(ValueError, match=r"Expected num_classes >= 1\. Received: num_classes=0"):
+        get_model(name, num_classes=0)
+    if name != "resnet1d":
+        with pytest.raises(ValueError, match=r"Expected input_shape=\(height, width, channels\)\. "
+                                             r"Received: input_shape=\(28, 28\)"):
+            get_model(name, input_shape=(28, 28))
+    if sn:
+        with pytest.raises(ValueError, match=r"Expected coeff > 0\. Received: coeff=0"):
+            get_model(name, spectral_normalization=True, coeff=0.0)
+        with pytest.raises(ValueError, match=r"Expected power_iterations >= 1\. Received"):
+            get_model(name, spectral_normalization=True, power_iterations=0)

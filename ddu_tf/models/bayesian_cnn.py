@@ -21,6 +21,8 @@ Weight decay goes on the first dense layer only by default, as in the authors' K
 """
 import keras
 
+from ddu_tf.models.blocks import image_shape
+
 AUTHORS_DECAY_LAYERS = ("features",)
 ALL_DECAY_LAYERS = ("conv1", "conv2", "features", "logits")
 PAPER_SHAPE = {"kernel_size": 4, "pool_size": 2, "dense_units": 128}
@@ -61,9 +63,7 @@ def bayesian_cnn(num_classes=10, input_shape=(28, 28, 1), dropout=True, weight_d
                          "spectral_normalization=True.")
     if int(num_classes) < 1:
         raise ValueError(f"Expected num_classes >= 1. Received: num_classes={num_classes}")
-    if len(tuple(input_shape)) != 3:
-        raise ValueError("Expected input_shape (height, width, channels). Received: "
-                         f"input_shape={input_shape}")
+    input_shape = image_shape(input_shape)
     if weight_decay < 0:
         raise ValueError(f"Expected weight_decay >= 0. Received: weight_decay={weight_decay}")
     shape = {"kernel_size": kernel_size, "pool_size": pool_size, "dense_units": dense_units}

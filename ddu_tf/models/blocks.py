@@ -201,14 +201,31 @@ class AvgPoolShortcut(keras.layers.Layer):
         return config
 
 
-def check_common_args(num_classes, coeff, power_iterations):
-    """Validate the arguments every DDU network takes; raise ValueError naming the bad one."""
+def sn_kwargs(num_classes, spectral_normalization, coeff, power_iterations):
+    """Validate the arguments every DDU network takes; return the SN keywords of `conv`/`dense`.
+
+    Returns:
+        ``{"spectral_normalization": bool, "coeff": float, "power_iterations": int}``.
+
+    Raises:
+        ValueError naming the bad argument (num_classes < 1, coeff <= 0, power_iterations < 1).
+    """
     if int(num_classes) < 1:
         raise ValueError(f"Expected num_classes >= 1. Received: num_classes={num_classes}")
     if not coeff > 0:
         raise ValueError(f"Expected coeff > 0. Received: coeff={coeff}")
     if int(power_iterations) < 1:
         raise ValueError(f"Expected power_iterations >= 1. Received: power_iterations={power_iterations}")
+    return {"spectral_normalization": bool(spectral_normalization), "coeff": float(coeff),
+            "power_iterations": int(power_iterations)}
+
+
+def image_shape(input_shape):
+    """``input_shape`` as a ``(height, width, channels)`` tuple; ValueError for another rank."""
+    if len(tuple(input_shape)) != 3:
+        raise ValueError("Expected input_shape=(height, width, channels). "
+                         f"Received: input_shape={input_shape}")
+    return tuple(input_shape)
 
 
 def classifier(features, num_classes, *, kernel_initializer=None, bias_initializer=None):

@@ -15,7 +15,8 @@ Weights use PyTorch's default initialisation (the original relies on it).
 """
 import keras
 
-from ddu_tf.models.blocks import classifier, torch_bias_initializer, torch_kernel_initializer
+from ddu_tf.models.blocks import (classifier, image_shape, torch_bias_initializer,
+                                  torch_kernel_initializer)
 
 
 def _conv(filters, in_channels, name):
@@ -61,9 +62,7 @@ def lenet(num_classes=10, input_shape=(28, 28, 1), spectral_normalization=False,
             "Received: mod=True.")
     if int(num_classes) < 1:
         raise ValueError(f"Expected num_classes >= 1. Received: num_classes={num_classes}")
-    if len(tuple(input_shape)) != 3:
-        raise ValueError("Expected input_shape=(height, width, channels). "
-                         f"Received: input_shape={input_shape}")
+    input_shape = image_shape(input_shape)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = _conv(6, int(input_shape[-1]), "conv1")(inputs)
     x = keras.layers.MaxPooling2D(2, name="pool1")(x)

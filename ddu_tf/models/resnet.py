@@ -86,12 +86,8 @@ def bottleneck_block(x, planes, stride, *, mod, sn_kwargs, name):
 
 def _resnet(block, num_blocks, *, num_classes, input_shape, spectral_normalization, coeff,
             mod, power_iterations, name):
-    blocks.check_common_args(num_classes, coeff, power_iterations)
-    if len(tuple(input_shape)) != 3:
-        raise ValueError("Expected input_shape=(height, width, channels). "
-                         f"Received: input_shape={input_shape}")
-    sn_kwargs = {"spectral_normalization": bool(spectral_normalization), "coeff": float(coeff),
-                 "power_iterations": int(power_iterations)}
+    sn_kwargs = blocks.sn_kwargs(num_classes, spectral_normalization, coeff, power_iterations)
+    input_shape = blocks.image_shape(input_shape)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = blocks.conv(inputs, 64, 3, 1, name="stem_conv", **sn_kwargs)
     x = blocks.activation(blocks.batch_norm(x, name="stem_bn"), mod=mod, name="stem_act")

@@ -51,7 +51,7 @@ def resnet1d(num_classes=10, input_shape=(40,), spectral_normalization=False, co
     Example:
         >>> model = resnet1d(num_classes=10, input_shape=(40,), spectral_normalization=True, mod=True)
     """
-    blocks.check_common_args(num_classes, coeff, power_iterations)
+    sn_kwargs = blocks.sn_kwargs(num_classes, spectral_normalization, coeff, power_iterations)
     input_shape = tuple(input_shape)
     if len(input_shape) not in (1, 2):
         raise ValueError("Expected input_shape=(length,) or (length, channels). "
@@ -60,8 +60,6 @@ def resnet1d(num_classes=10, input_shape=(40,), spectral_normalization=False, co
         raise ValueError(f"Expected 0 <= dropout_rate < 1. Received: dropout_rate={dropout_rate}")
     if not stages:
         raise ValueError(f"Expected at least one (planes, stride) stage. Received: stages={stages}")
-    sn_kwargs = {"spectral_normalization": bool(spectral_normalization), "coeff": float(coeff),
-                 "power_iterations": int(power_iterations)}
     inputs = keras.Input(shape=input_shape, name="signals")
     x = inputs
     if len(input_shape) == 1:

@@ -32,11 +32,10 @@ def small_resnet(num_classes=10, input_shape=(28, 28, 1), spectral_normalization
     Returns:
         Functional ``keras.Model`` named ``"small_resnet"`` with a ``"features"`` layer.
     """
-    blocks.check_common_args(num_classes, coeff, power_iterations)
+    sn_kwargs = blocks.sn_kwargs(num_classes, spectral_normalization, coeff, power_iterations)
+    input_shape = blocks.image_shape(input_shape)
     if int(width) < 1:
         raise ValueError(f"Expected width >= 1. Received: width={width}")
-    sn_kwargs = {"spectral_normalization": bool(spectral_normalization), "coeff": float(coeff),
-                 "power_iterations": int(power_iterations)}
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = blocks.conv(inputs, width, 3, 1, name="stem_conv", **sn_kwargs)
     x = blocks.activation(blocks.batch_norm(x, name="stem_bn"), mod=mod, name="stem_act")

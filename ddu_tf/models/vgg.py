@@ -41,12 +41,8 @@ def vgg16(num_classes=10, input_shape=(28, 28, 1), spectral_normalization=False,
         Functional ``keras.Model``: ``[batch, H, W, C]`` -> ``[batch, num_classes]``; the
         layer ``"features"`` outputs ``[batch, 512]`` for 28x28 and 32x32 inputs.
     """
-    blocks.check_common_args(num_classes, coeff, power_iterations)
-    if len(tuple(input_shape)) != 3:
-        raise ValueError("Expected input_shape=(height, width, channels). "
-                         f"Received: input_shape={input_shape}")
-    sn_kwargs = {"spectral_normalization": bool(spectral_normalization), "coeff": float(coeff),
-                 "power_iterations": int(power_iterations)}
+    sn_kwargs = blocks.sn_kwargs(num_classes, spectral_normalization, coeff, power_iterations)
+    input_shape = blocks.image_shape(input_shape)
     cfg = VGG16_MNIST if input_shape[-1] == 1 else VGG16_CIFAR
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = inputs

@@ -84,18 +84,14 @@ def wide_resnet(num_classes=10, input_shape=(32, 32, 3), spectral_normalization=
     Example:
         >>> model = wide_resnet(num_classes=10, spectral_normalization=True, mod=True)
     """
-    blocks.check_common_args(num_classes, coeff, power_iterations)
+    sn_kwargs = blocks.sn_kwargs(num_classes, spectral_normalization, coeff, power_iterations)
     if depth < 10 or (depth - 4) % 6 != 0:
         raise ValueError(f"Expected depth = 6n + 4 with n >= 1. Received: depth={depth}")
     if int(widen_factor) < 1:
         raise ValueError(f"Expected widen_factor >= 1. Received: widen_factor={widen_factor}")
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"Expected 0 <= dropout_rate < 1. Received: dropout_rate={dropout_rate}")
-    if len(tuple(input_shape)) != 3:
-        raise ValueError("Expected input_shape=(height, width, channels). "
-                         f"Received: input_shape={input_shape}")
-    sn_kwargs = {"spectral_normalization": bool(spectral_normalization), "coeff": float(coeff),
-                 "power_iterations": int(power_iterations)}
+    input_shape = blocks.image_shape(input_shape)
     n = (depth - 4) // 6
     k = int(widen_factor)
     init = blocks.kaiming_normal_fan_out()

@@ -316,7 +316,7 @@ def test_shipped_file_checksum_shapes_and_recipe_constraints():
     """The shipped file: SHA-256 (checked by load_generated), 12000 x 28 x 28 images in [0, 1],
     10 labels in 0..9 each, MI <= 0.05, PE in the selection range and = H[probs]."""
     d = amio.load_generated()
-    assert amio.sha256_of(amio.DEFAULT_PATH) == amio.GENERATED_SHA256
+    assert amio.file_digest(amio.DEFAULT_PATH) == amio.GENERATED_SHA256
     _check_recipe(d, ag.GenerationConfig(**d.metadata["config"]))
     assert d.metadata["config"] == ag.GenerationConfig().to_json()
 

@@ -171,3 +171,11 @@ def test_writer_refuses_bad_arrays(tmp_path):
     with pytest.raises(amio.GeneratedFileError, match="labels in 0..9"):
         amio.save_generated(tmp_path / "x.npz", **{**a, "labels": a["labels"] + 1})
     assert not list(tmp_path.iterdir())  # nothing half-written left behind
+
+
+def test_file_digest_reads_across_blocks_like_hashlib_on_the_bytes(tmp_path):
+    data = np.random.default_rng(0).integers(0, 256, (1 << 20) + 7, dtype=np.uint8).tobytes()
+    path = tmp_path / "blob.bin"
+    path.write_bytes(data)
+    assert amio.file_digest(path) == hashlib.sha256(data).hexdigest()
+    assert amio.file_digest(path, "md5") == hashlib.md5(data).hexdigest()

@@ -86,9 +86,9 @@ class GeneratedAmbiguousMnist(NamedTuple):
     metadata: Dict[str, Any]
 
 
-def sha256_of(path: os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
+def file_digest(path: os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest (``hashlib`` ``algorithm``) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -170,7 +170,7 @@ def save_generated(path: os.PathLike, images: np.ndarray, labels: np.ndarray, pr
         os.chmod(tmp, 0o644)  # a package data file is world-readable
 
     atomic_write(path, write)
-    return sha256_of(path)
+    return file_digest(path)
 
 
 def load_generated(path: Optional[os.PathLike] = None, sha256: Optional[str] = None
@@ -209,7 +209,7 @@ def load_generated(path: Optional[os.PathLike] = None, sha256: Optional[str] = N
             f"No SHA-256 is recorded for the shipped file {path} "
             "(ddu_tf.io.ambiguous_mnist.GENERATED_SHA256 is None): build it with "
             f"`{REBUILD_COMMAND}` and record its digest, or pass sha256= explicitly.")
-    actual = sha256_of(path)
+    actual = file_digest(path)
     if actual != sha256.lower():
         raise GeneratedFileError(
             f"SHA-256 mismatch for {path}: expected {sha256.lower()}, received {actual}. The "
@@ -269,14 +269,6 @@ class AmbiguousChecksumError(ValueError):
     """An Ambiguous-MNIST .pt file whose MD5 differs from the official release."""
 
 
-def _md5(path: os.PathLike) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def find_ambiguous_files(data_dir: Optional[os.PathLike] = None
                          ) -> Optional[Dict[str, pathlib.Path]]:
     """``{"samples": path, "labels": path}`` under ``<dir>/ambiguous_mnist/`` (or ``<dir>/``)
@@ -326,7 +318,7 @@ def download_ambiguous_files(dest_dir: os.PathLike, timeout: float = 120.0) -> p
 def verify_ambiguous_md5(path: os.PathLike, name: str, expected: Optional[str] = None) -> None:
     """Raises `AmbiguousChecksumError` if ``path``'s MD5 is not the official one for ``name``."""
     expected = expected or dict(AMBIGUOUS_FILES.values())[name]
-    got = _md5(path)
+    got = file_digest(path, "md5")
     if got != expected:
         raise AmbiguousChecksumError(
             f"{path}: MD5 {got}, expected {expected} for {name}. The file is corrupt, truncated "

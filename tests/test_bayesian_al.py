@@ -308,3 +308,34 @@ def test_run_killed_at_a_random_point_resumes_exactly(tmp_path, mnist_data_dir, 
     kept = sorted(p.name for p in (resumed / "exp1" / "bald_seed369").glob("*.weights.h5"))
     assert kept == ([] if reinit == "--reinit"
                     else ["weights_round2.weights.h5", "weights_round3.weights.h5"])
+
+
+def test_mbr_test_predictions_use_the_initial_sets_class_prior():
+    """CMN takes the class-1 share of the random initial set, not of the (actively chosen)
+    labelled set: acquiring only class-1 points must not move it."""
+    from ddu_tf.active_learning import initial_state
+    from ddu_tf.active_learning.acquisition import harmonic_solution
+
+    cli = _experiment_module()
+    rng = np.random.default_rng(0)
+    y_train = np.repeat([0, 1], 40)
+    x_train = rng.normal(size=(80, 3)) + 2.5 * y_train[:, None]
+    y_test = np.repeat([0, 1], 15)
+    x_test = rng.normal(size=(30, 3)) + 2.5 * y_test[:, None]
+    state = initial_state(y_train, num_initial=4, num_validation=0, test_size=30, seed=1)
+    run = cli.MBRRun((x_train, y_train, x_test, y_test), state, num_neighbors=5)
+    assert run.prior == 0.5  # (2 + 1) / (4 + 2): a balanced initial set, Laplace-smoothed
+    ones = [i for i in state.pool if y_train[i] == 1][:12]
+    nodes = run.train(np.concatenate([state.labelled, ones]), 1)
+    metrics = run.evaluate(nodes, 1)
+    assert run.prior == 0.5
+    # Hand-made CMN (Zhu et al. 2003) with the prior 0.5 on the same harmonic solution.
+    unlabelled, f_u, _ = harmonic_solution(run.weights, nodes, y_train[run.nodes[nodes]])
+    f_test = f_u[np.searchsorted(unlabelled, np.arange(len(run.nodes), run.weights.shape[0]))]
+    def cmn_accuracy(prior):
+        predicted = prior * f_test / f_u.sum() > (1 - prior) * (1 - f_test) / (1 - f_u).sum()
+        return np.mean(predicted == y_test[state.test])
+
+    assert metrics["test/accuracy"] == pytest.approx(cmn_accuracy(0.5))
+    # The labelled share, (2 + 12 + 1) / (16 + 2), would predict otherwise here.
+    assert cmn_accuracy(15 / 18) != pytest.approx(cmn_accuracy(0.5))

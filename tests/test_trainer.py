@@ -81,6 +81,21 @@ def test_bad_inputs_are_refused():
         trainer.fit(x, y, seed=0)
 
 
+@pytest.mark.parametrize("weight_decay", [-1e-3, float("nan")])
+def test_a_negative_or_nan_weight_decay_is_refused_before_any_change(weight_decay):
+    x, y = _data()
+    trainer = CompiledTrainer(_mlp, epochs=1, decay_layers=["hidden"])
+    trainer.fit(x, y, seed=0)
+    weights = trainer.model.get_weights()
+    orders = trainer.sampler(len(x), 1, 0)
+    for call in (lambda: trainer.fit(x, y, seed=1, weight_decay=weight_decay),
+                 lambda: trainer.train_epochs(x, y, orders, weight_decay)):
+        with pytest.raises(ValueError, match="Expected weight_decay >= 0"):
+            call()
+        for before, after in zip(weights, trainer.model.get_weights()):
+            np.testing.assert_array_equal(before, after)  # fit did not reset first
+
+
 # ----------------------------------------------------------------------------- samplers
 def test_permutation_sampler_draws_one_seeded_permutation_per_epoch():
     orders = PermutationSampler()(13, 4, seed=3)

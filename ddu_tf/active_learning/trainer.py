@@ -189,9 +189,7 @@ class CompiledTrainer:
             Mean training loss (cross-entropy + penalties) over the last epoch's steps
             (float, nats).
         """
-        x, y = self._check_data(x, y)
-        if weight_decay < 0:
-            raise ValueError(f"Expected weight_decay >= 0. Received: {weight_decay}")
+        x, y = self._check_data(x, y, weight_decay)
         orders = np.asarray(orders, np.int64)
         if orders.ndim != 2 or orders.size == 0 or orders.min() < 0 or orders.max() >= len(x):
             raise ValueError("Expected orders int64 [epochs, length] with indices in "
@@ -214,15 +212,16 @@ class CompiledTrainer:
             Mean training loss (cross-entropy + penalties) over the last epoch's steps
             (float, nats).
         """
-        x, y = self._check_data(x, y)
-        if weight_decay < 0:
-            raise ValueError(f"Expected weight_decay >= 0. Received: {weight_decay}")
+        x, y = self._check_data(x, y, weight_decay)
         self.reset(seed, initialize)
         orders = self.sampler(len(x), self.epochs, seed if sampler_seed is None else sampler_seed)
         return self.train_epochs(x, y, orders, weight_decay)
 
     @staticmethod
-    def _check_data(x, y):
+    def _check_data(x, y, weight_decay=0.0):
+        """``(x float32 [n, ...], y int64 [n])`` after checking them and ``weight_decay >= 0``."""
+        if not weight_decay >= 0:
+            raise ValueError(f"Expected weight_decay >= 0. Received: {weight_decay}")
         x = np.asarray(x, np.float32)
         y = np.asarray(y, np.int64).reshape(-1)
         if len(x) < 1 or len(x) != len(y):

@@ -765,7 +765,10 @@ rounds redoes round 30 with its acquisition. The seed-369 runs of Var Ratios and
 had their first 30 rounds on an AVX2 CPU and the extension on an AVX-512 CPU, where float
 rounding differs: their redone round 30 moved from 5.41% to 4.74% (Var Ratios) and from 5.88%
 to 5.20% (Max Entropy) test error, so the `err % at 300` column changed with the extension (the
-logs hold both). The 10% column is unchanged.
+logs hold both). The 10% column is unchanged. Each start of a run writes TensorFlow's CPU banner to its log: Mean STD seed 370
+was extended on an AVX2-only CPU (no AVX512F in the banner) after 30 rounds on an AVX-512 one,
+and its redone round 30 moved from 6.80% to 6.73%; rounds take about 3x as long on that CPU,
+so the wall-time column mixes machines.
 """
 
 

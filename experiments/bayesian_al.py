@@ -767,8 +767,9 @@ rounding differs: their redone round 30 moved from 5.41% to 4.74% (Var Ratios) a
 to 5.20% (Max Entropy) test error, so the `err % at 300` column changed with the extension (the
 logs hold both). The 10% column is unchanged. Each start of a run writes TensorFlow's CPU banner to its log: Mean STD seed 370
 was extended on an AVX2-only CPU (no AVX512F in the banner) after 30 rounds on an AVX-512 one,
-and its redone round 30 moved from 6.80% to 6.73%; rounds take about 3x as long on that CPU,
-so the wall-time column mixes machines.
+and its redone round 30 moved from 6.80% to 6.73%; its rounds 30-100 took 3689 s there against
+919-1104 s for the other four seed-370 functions on the AVX-512 CPU, so the wall-time column
+mixes machines.
 """
 
 

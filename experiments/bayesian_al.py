@@ -765,11 +765,12 @@ rounds redoes round 30 with its acquisition. The seed-369 runs of Var Ratios and
 had their first 30 rounds on an AVX2 CPU and the extension on an AVX-512 CPU, where float
 rounding differs: their redone round 30 moved from 5.41% to 4.74% (Var Ratios) and from 5.88%
 to 5.20% (Max Entropy) test error, so the `err % at 300` column changed with the extension (the
-logs hold both). The 10% column is unchanged. Each start of a run writes TensorFlow's CPU banner to its log: Mean STD seed 370
-was extended on an AVX2-only CPU (no AVX512F in the banner) after 30 rounds on an AVX-512 one,
-and its redone round 30 moved from 6.80% to 6.73%; its rounds 30-100 took 3689 s there against
-919-1104 s for the other four seed-370 functions on the AVX-512 CPU, so the wall-time column
-mixes machines.
+logs hold both). The 10% column is unchanged. Each start of a run writes TensorFlow's CPU
+banner to its log. Mean STD seed 370 (first 30 rounds on an AVX2-only CPU) and BALD seed 371
+(first 30 rounds on an AVX-512 CPU) were extended on a slower AVX2-only machine: their redone
+round 30 moved from 6.80% to 6.73% and from 6.44% to 5.91% test error, and their rounds
+30-100 took 3689 s and 4228 s, against 919-1206 s for the other extensions, so the wall-time
+column mixes machines.
 """
 
 

@@ -7,8 +7,10 @@ that folder sits beside the checkout -- and are skipped, with the reason, otherw
 clone with no variable set and no network). ``DDU_TF_DATA_DIR=`` (set but empty) forces the
 no-data mode, which ``.ci/run`` uses to check that collection never needs the files.
 """
+import atexit
 import os
 import pathlib
+import shutil
 import tempfile
 
 import pytest
@@ -19,8 +21,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _shared = pathlib.Path(__file__).resolve().parent.parent / "shared" / "data"
 if "DDU_TF_DATA_DIR" not in os.environ and _shared.is_dir():
     os.environ["DDU_TF_DATA_DIR"] = str(_shared)
-# Never write into the user's ~/tensorflow_datasets from tests.
-os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="ddu_tf_tfds_"))
+# Never write into the user's ~/tensorflow_datasets from tests: a private TFDS data dir,
+# removed when the test process exits (a caller's own TFDS_DATA_DIR is left alone).
+if "TFDS_DATA_DIR" not in os.environ:
+    os.environ["TFDS_DATA_DIR"] = tempfile.mkdtemp(prefix="ddu_tf_tfds_")
+    atexit.register(shutil.rmtree, os.environ["TFDS_DATA_DIR"], ignore_errors=True)
 
 _IDX_NAMES = [f"{stem}-ubyte.gz" for stem in ("train-images-idx3", "train-labels-idx1",
                                               "t10k-images-idx3", "t10k-labels-idx1")]

@@ -580,7 +580,10 @@ def summarise_runs(saved_runs, error_key="test/error"):
             row["error_pct_at"][str(acquired)] = {"mean": mean, "std": std,
                                                   "seeds": len(errors)}
     minutes = [sum(r["round_seconds"] for r in h) / 60 for h in histories]
-    row["wall_minutes"] = {"per_seed": minutes, "mean": float(np.mean(minutes))}
+    # the mean over the seeds with the most rounds: a seed still running would pull it down
+    longest = [m for m, n in zip(minutes, rounds) if n == max(rounds)]
+    row["wall_minutes"] = {"per_seed": minutes, "mean": float(np.mean(longest)),
+                           "seeds": len(longest)}
     return row
 
 
@@ -622,6 +625,11 @@ def _fmt(stat, digits=0):
     return text + (f" +- {stat['std']:.{digits}f}" if stat.get("std") is not None else "")
 
 
+def _of_seeds(count, seeds):
+    """`` (k of n seeds)`` when a cell stands on fewer seeds than its row, else ``""``."""
+    return f" ({count} of {seeds} seeds)" if count < seeds else ""
+
+
 def _paper(name, experiment):
     if experiment == 4:
         return f"{PAPER_TABLE_2[name]:.2f}" if name in PAPER_TABLE_2 else ""
@@ -640,14 +648,19 @@ def table_lines(table, experiment, wall=True):
              "|---|---|---|---|---|" + "---|" * len(REPORT_ACQUIRED) + "---|"
              + ("---|" if wall else "")]
     for name, row in table.items():
-        at = [_fmt(row["error_pct_at"].get(str(n)), 2) for n in REPORT_ACQUIRED]
-        at = ["" if v == "not reached" else v for v in at]
+        seeds = len(row["seeds"])
+        at = []
+        for n in REPORT_ACQUIRED:
+            stat = row["error_pct_at"].get(str(n))
+            at.append("" if stat is None else _fmt(stat, 2) + _of_seeds(stat["seeds"], seeds))
         rounds = sorted(set(row["rounds_done"]))
+        minutes = row["wall_minutes"]
         lines.append(
-            f"| {name} | {len(row['seeds'])} | {'/'.join(map(str, rounds))} | "
+            f"| {name} | {seeds} | {'/'.join(map(str, rounds))} | "
             f"{_fmt(row['to_10pct_error'])} | {_fmt(row['to_5pct_error'])} | "
             + " | ".join(at) + f" | {_paper(name, experiment)} |"
-            + (f" {row['wall_minutes']['mean']:.1f} |" if wall else ""))
+            + (f" {minutes['mean']:.1f}{_of_seeds(minutes['seeds'], seeds)} |" if wall
+               else ""))
     return lines
 
 
@@ -755,9 +768,11 @@ re-initialised every round, Adam lr 1e-3, 50 epochs, batch 128), float32, weight
 seeds counted in the `seeds` column (369, 370, 371, ...); no `+- b` with one seed. "Images to
 X% error": per seed, the acquired images at the first round whose 10k-test error is <= X%;
 "not reached" when some seed has not got there within its finished rounds (`rounds` lists
-the finished rounds of the seeds). Curves: mean test accuracy over the seeds, band +-1 std,
-over the rounds all seeds have finished. Wall time: the sum of the rounds' times of one
-run, mean over seeds, measured on the shared 2-core machine (other jobs running, so an
+the finished rounds of the seeds). "Err % at N" is over the seeds that have got to N
+acquired images, and a wall time over the seeds with the most finished rounds; either names
+its count, `(k of n seeds)`, when a seed is still short of it. Curves: mean test accuracy over
+the seeds, band +-1 std, over the rounds all seeds have finished. Wall time: the sum of the
+rounds' times of one run, measured on the shared 2-core machine (other jobs running, so an
 upper bound of an idle run).
 
 **Extended runs.** A 30-round run ends with an evaluation-only round 30; extending it to 100

@@ -244,6 +244,28 @@ def test_report_aggregates_seeds_with_sample_std(tmp_path):
     assert (tmp_path / "README.md").read_text() == text
 
 
+def test_report_names_the_seed_count_of_a_cell_a_running_seed_has_not_reached(tmp_path):
+    """A seed still running (4 rounds) counts in the row's seeds but not in the error at 100
+    acquired images nor in the wall time, and those cells say so."""
+    cli = _experiment_module()
+    exp1 = tmp_path / "exp1"
+    _fake_run(exp1 / "random_seed369", 369, [0.5] * 10 + [0.2], acquisition="random",
+              seconds=60.0)
+    _fake_run(exp1 / "random_seed370", 370, [0.5] * 10 + [0.4], acquisition="random",
+              seconds=120.0)
+    _fake_run(exp1 / "random_seed371", 371, [0.5] * 5, acquisition="random", seconds=6.0)
+    text = cli.write_report(cli.parse_args(["--report", "--result_dir", str(tmp_path)]))
+    row = json.loads((exp1 / "table.json").read_text())["random"]
+    at_100 = row["error_pct_at"]["100"]
+    assert at_100["seeds"] == 2
+    assert at_100["mean"] == pytest.approx(30.0)
+    assert at_100["std"] == pytest.approx(np.std([20.0, 40.0], ddof=1))
+    assert row["wall_minutes"]["seeds"] == 2
+    assert row["wall_minutes"]["mean"] == pytest.approx((11 * 60 + 11 * 120) / 60 / 2)
+    assert ("| random | 3 | 4/10 | not reached | not reached | 30.00 +- 14.14 (2 of 3 seeds) |"
+            + "  |" * 4 + " 255 / 835 | 16.5 (2 of 3 seeds) |") in text
+
+
 @pytest.mark.slow  # ~30 s; test_tuner_trial_trains_what_a_run_with_its_weight_decay_trains stays
 @pytest.mark.real_data
 def test_per_round_tuning_and_deterministic_test_pass(tmp_path):

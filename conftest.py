@@ -24,8 +24,9 @@ if "DDU_TF_DATA_DIR" not in os.environ and _shared.is_dir():
 # Never write into the user's ~/tensorflow_datasets from tests: a private TFDS data dir,
 # removed when the test process exits (a caller's own TFDS_DATA_DIR is left alone).
 if "TFDS_DATA_DIR" not in os.environ:
-    os.environ["TFDS_DATA_DIR"] = tempfile.mkdtemp(prefix="ddu_tf_tfds_")
-    atexit.register(shutil.rmtree, os.environ["TFDS_DATA_DIR"], ignore_errors=True)
+    _tfds_dir = tempfile.mkdtemp(prefix="ddu_tf_tfds_")
+    os.environ["TFDS_DATA_DIR"] = _tfds_dir
+    atexit.register(shutil.rmtree, _tfds_dir, ignore_errors=True)
 
 _IDX_NAMES = [f"{stem}-ubyte.gz" for stem in ("train-images-idx3", "train-labels-idx1",
                                               "t10k-images-idx3", "t10k-labels-idx1")]

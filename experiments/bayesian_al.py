@@ -581,7 +581,8 @@ def summarise_runs(saved_runs, error_key="test/error"):
                                                   "seeds": len(errors)}
     minutes = [sum(r["round_seconds"] for r in h) / 60 for h in histories]
     # the mean over the seeds with the most rounds: a seed still running would pull it down
-    longest = [m for m, n in zip(minutes, rounds) if n == max(rounds)]
+    most = max(rounds)
+    longest = [m for m, n in zip(minutes, rounds) if n == most]
     row["wall_minutes"] = {"per_seed": minutes, "mean": float(np.mean(longest)),
                            "seeds": len(longest)}
     return row

@@ -852,7 +852,10 @@ def write_report(args):
            "deterministic CNN for all three functions. With one forward pass BALD's mutual "
            "information is identically 0, so `bald_determ` breaks an all-way tie: it takes "
            "the first points of each round's random pool subset, i.e. it acquires at "
-           "random (by construction, not a finding).",
+           "random (by construction, not a finding). The deterministic runs of seed 369 "
+           "ran on an AVX-512 CPU (12-15 min each), those of seeds 370 and 371 on the "
+           "slower AVX2-only machine (seed 370: 44-49 min), so the wall-time column mixes "
+           "machines.",
         4: "Paper Table 2 gives the test error after 1000 acquired images; the column "
            "`err % at 1000` is ours. The weight decay is re-tuned every "
            f"{_tuning_schedule(os.path.join(root, 'exp4'))} of the run's own trainer, "
